@@ -1,0 +1,359 @@
+"""Scenario files: what a run does, validated completely before any load starts.
+
+``load_scenario(path)`` returns a typed :class:`Scenario` or raises :class:`ScenarioError` listing every
+problem as ``file: field.path: what was expected``. YAML is read with ``yaml.safe_load`` only, and the
+only substitution is ``${VAR}`` / ``${VAR:-default}`` from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import schema as s
+from .protocol import endpoint as ep
+
+ScenarioError = s.ValidationError
+
+SHAPES = ("flat", "step", "spike", "soak", "breakpoint")
+MAX_USERS = 20000  # beyond this a single run is a typo, not a test
+
+
+@dataclass
+class TargetSpec:
+    """One system under test: the embedded simulator or a real Voice Live endpoint."""
+
+    name: str
+    embedded: bool = True
+    profile: str = "realistic"  # simulator profile when embedded
+    target: ep.Target | None = None  # real endpoint when not embedded
+
+
+@dataclass
+class Expectations:
+    transcript_contains: list[str] = field(default_factory=list)
+    response_contains: list[str] = field(default_factory=list)
+    max_first_audio_ms: float | None = None
+    max_vad_ms: float | None = None
+    max_wer: float | None = None
+    reason: str | None = None  # expected outcome, e.g. "cancelled" for the interrupted turn
+
+
+@dataclass
+class TurnSpec:
+    fixture: str
+    pause_ms: int = 600  # caller silence before speaking (after the previous response ended)
+    barge_in_after_ms: int | None = None  # speak this long after the previous response's first audio
+    manual_commit: bool = False
+    expect: Expectations = field(default_factory=Expectations)
+
+
+@dataclass
+class Perturbation:
+    snr_db: float | None = None
+    gain_db: float = 0.0
+    drop_rate: float = 0.0  # fraction of chunks lost in transit (not sent; the clock goes on)
+
+
+@dataclass
+class AudioSpec:
+    chunk_ms: int = 20
+    room_tone_dbfs: float | None = None  # None = digital silence between utterances
+    trailing_silence_ms: int = 1500
+    perturb: Perturbation = field(default_factory=Perturbation)
+    record_fraction: float = 0.0  # fraction of sessions saved as stereo WAV (caller L, agent R)
+
+
+@dataclass
+class ShapeSpec:
+    type: str = "flat"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LoadSpec:
+    users: int = 1
+    spawn_rate: float = 1.0
+    duration_s: float = 60.0
+    sessions_per_user: int | None = None  # None: keep starting sessions until the duration ends
+    think_time_s: tuple[float, float] = (0.0, 0.0)  # between sessions of one user
+    turn_timeout_s: float = 20.0
+    stop_timeout_s: float = 30.0
+    shape: ShapeSpec = field(default_factory=ShapeSpec)
+    max_pacing_lag_ms: float = 10.0  # turns streamed later than this are flagged valid=false
+
+
+@dataclass
+class Scenario:
+    name: str
+    file: str
+    description: str
+    targets: list[TargetSpec]
+    session: dict[str, Any]
+    conversation: list[TurnSpec]
+    audio: AudioSpec
+    load: LoadSpec
+    thresholds: list[str]
+    fixtures_dir: str = "audio_fixtures"
+
+    @property
+    def manual(self) -> bool:
+        """turn_detection: null means push-to-talk: the client commits and asks for responses."""
+        return "turn_detection" in self.session and self.session["turn_detection"] is None
+
+
+def load_scenario(path: str | os.PathLike[str], *, env: dict[str, str] | None = None,
+                  check_fixtures: bool = True) -> Scenario:
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError(file, [("", f"cannot read file: {exc.strerror or exc}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ScenarioError(file, [("", f"invalid YAML: {where}{getattr(exc, 'problem', exc)}")]) from None
+    return parse_scenario(data, file, env=env, check_fixtures=check_fixtures)
+
+
+def parse_scenario(data: Any, file: str, *, env: dict[str, str] | None = None,
+                   check_fixtures: bool = True) -> Scenario:
+    p = s.Problems([])
+    if not isinstance(data, dict):
+        raise ScenarioError(file, [("", f"expected a mapping at the top level, got {type(data).__name__}")])
+    data = s.interpolate(data, "", p, env)
+    s.check_keys(data, ("name", "description", "target", "targets", "session", "conversation", "audio", "load",
+                        "thresholds", "fixtures_dir"), "", p)
+    name = s.get_str(data, "name", "", p, Path(file).stem) or Path(file).stem
+    fixtures_dir = s.get_str(data, "fixtures_dir", "", p, "audio_fixtures") or "audio_fixtures"
+    targets = _targets(data, p)
+    session = s.get_dict(data, "session", "", p)
+    _check_session(session, p)
+    conversation = [_turn(t, f"conversation[{i}]", p) for i, t in enumerate(s.get_list(data, "conversation", "", p))]
+    if not conversation and "conversation" not in [k for k, _ in p.items]:
+        p.add("conversation", "at least one turn is required")
+    if conversation and conversation[0].barge_in_after_ms is not None:
+        p.add("conversation[0].barge_in_after_ms", "the first turn has no previous response to interrupt")
+    manual = "turn_detection" in session and session["turn_detection"] is None
+    for i, t in enumerate(conversation):
+        if t.manual_commit and not manual:
+            p.add(f"conversation[{i}].manual_commit", "needs session.turn_detection: null (server VAD commits itself)")
+        if manual and t.barge_in_after_ms is not None:
+            p.add(f"conversation[{i}].barge_in_after_ms", "barge-in needs server VAD (turn_detection is null)")
+    audio = _audio(s.get_dict(data, "audio", "", p), p)
+    load = _load(s.get_dict(data, "load", "", p), p)
+    thresholds = _thresholds(s.get_list(data, "thresholds", "", p), p)
+    if check_fixtures and conversation:
+        _check_fixtures(conversation, fixtures_dir, file, p)
+    if p:
+        raise ScenarioError(file, p.items)
+    return Scenario(name=name, file=file, description=s.get_str(data, "description", "", p, "") or "",
+                    targets=targets, session=session, conversation=conversation, audio=audio, load=load,
+                    thresholds=thresholds, fixtures_dir=fixtures_dir)
+
+
+def _targets(data: dict[str, Any], p: s.Problems) -> list[TargetSpec]:
+    if "target" in data and "targets" in data:
+        p.add("targets", "give either target or targets, not both")
+        return []
+    if "targets" in data:
+        raw = s.get_list(data, "targets", "", p)
+        if not raw and "targets" not in [k for k, _ in p.items]:
+            p.add("targets", "at least one target is required")
+        specs = [_target(t, f"targets[{i}]", p) for i, t in enumerate(raw)]
+        names = [t.name for t in specs]
+        for i, n in enumerate(names):
+            if names.index(n) != i:
+                p.add(f"targets[{i}].name", f"duplicate target name {n!r}: names tag every record")
+        return specs
+    return [_target(data.get("target", "embedded"), "target", p)]
+
+
+def _target(raw: Any, path: str, p: s.Problems) -> TargetSpec:
+    if raw == "embedded" or raw is None:
+        return TargetSpec(name="embedded")
+    if not isinstance(raw, dict):
+        p.add(path, f"expected 'embedded' or a mapping with endpoint/model/agent/auth, got {raw!r}")
+        return TargetSpec(name="embedded")
+    if raw.get("embedded") or raw.get("type") == "embedded":
+        s.check_keys(raw, ("name", "embedded", "type", "profile"), path, p)
+        return TargetSpec(name=s.get_str(raw, "name", path, p, "embedded") or "embedded", embedded=True,
+                          profile=s.get_str(raw, "profile", path, p, "realistic") or "realistic")
+    s.check_keys(raw, ("name", "endpoint", "api_version", "model", "agent", "auth", "region", "extra_query",
+                       "open_timeout_s", "type"), path, p)
+    endpoint = s.get_str(raw, "endpoint", path, p)
+    if not endpoint:
+        p.add(s.join(path, "endpoint"), "required for a non-embedded target (or write target: embedded)")
+        endpoint = ""
+    agent = None
+    if "agent" in raw:
+        a = s.get_dict(raw, "agent", path, p)
+        apath = s.join(path, "agent")
+        s.check_keys(a, ("name", "project_name", "version", "conversation_id", "authentication_identity_client_id",
+                         "foundry_resource_override", "agent_id", "access_token_env"), apath, p)
+        agent = ep.AgentConfig(**{k: (str(v) if v is not None else None) for k, v in a.items()
+                                  if k in ep.AgentConfig.__dataclass_fields__})
+    auth_raw = s.get_dict(raw, "auth", path, p)
+    s.check_keys(auth_raw, ("kind", "api_key_env", "token_env", "scope", "tenant_id", "in_query"),
+                 s.join(path, "auth"), p)
+    kind = s.get_str(auth_raw, "kind", s.join(path, "auth"), p, "entra", choices=("none", "api_key", "entra", "token"))
+    auth = ep.AuthConfig(**{**{k: v for k, v in auth_raw.items() if k in ep.AuthConfig.__dataclass_fields__},
+                            "kind": kind or "entra"})
+    extra = s.get_dict(raw, "extra_query", path, p)
+    target = ep.Target(name=s.get_str(raw, "name", path, p) or s.get_str(raw, "region", path, p) or "target",
+                       endpoint=endpoint,
+                       api_version=s.get_str(raw, "api_version", path, p, ep.DEFAULT_API_VERSION)
+                       or ep.DEFAULT_API_VERSION,
+                       model=s.get_str(raw, "model", path, p), agent=agent, auth=auth,
+                       region=s.get_str(raw, "region", path, p),
+                       extra_query={str(k): str(v) for k, v in extra.items()},
+                       open_timeout_s=s.get_float(raw, "open_timeout_s", path, p, 30.0, lo=0.1, hi=600) or 30.0)
+    if endpoint:
+        for problem in target.validate():
+            p.add(path if ":" not in problem else s.join(path, problem.split(":", 1)[0].removeprefix("target.")),
+                  problem.split(":", 1)[-1].strip())
+    return TargetSpec(name=target.name, embedded=False, target=target)
+
+
+def _check_session(session: dict[str, Any], p: s.Problems) -> None:
+    try:
+        from .protocol.session import validate_session
+    except ImportError:  # pragma: no cover - the shared validator ships with the simulator
+        return
+    for issue in validate_session(session):
+        p.add(s.join("session", issue.param) if issue.param else "session", issue.message)
+
+
+def _turn(raw: Any, path: str, p: s.Problems) -> TurnSpec:
+    if isinstance(raw, str):
+        raw = {"fixture": raw}
+    if not isinstance(raw, dict):
+        p.add(path, f"expected a mapping with at least 'fixture', got {raw!r}")
+        return TurnSpec(fixture="")
+    s.check_keys(raw, ("fixture", "pause_ms", "barge_in_after_ms", "manual_commit", "expect"), path, p)
+    fixture = s.get_str(raw, "fixture", path, p)
+    if not fixture:
+        p.add(s.join(path, "fixture"), "required: a fixture id from audio_fixtures/manifest.yaml")
+    e = s.get_dict(raw, "expect", path, p)
+    epath = s.join(path, "expect")
+    s.check_keys(e, ("transcript_contains", "response_contains", "max_first_audio_ms", "max_vad_ms", "max_wer",
+                     "reason"), epath, p)
+
+    def strings(key: str) -> list[str]:
+        v = e.get(key)
+        if v is None:
+            return []
+        if isinstance(v, str):
+            return [v]
+        if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            return v
+        p.add(s.join(epath, key), "expected a string or a list of strings")
+        return []
+
+    from .records import REASONS
+
+    expect = Expectations(transcript_contains=strings("transcript_contains"),
+                          response_contains=strings("response_contains"),
+                          max_first_audio_ms=s.get_float(e, "max_first_audio_ms", epath, p, lo=1),
+                          max_vad_ms=s.get_float(e, "max_vad_ms", epath, p, lo=1),
+                          max_wer=s.get_float(e, "max_wer", epath, p, lo=0, hi=10),
+                          reason=s.get_str(e, "reason", epath, p, choices=REASONS))
+    return TurnSpec(fixture=fixture or "", pause_ms=s.get_int(raw, "pause_ms", path, p, 600, lo=0, hi=600_000) or 0,
+                    barge_in_after_ms=s.get_int(raw, "barge_in_after_ms", path, p, None, lo=0, hi=60_000),
+                    manual_commit=s.get_bool(raw, "manual_commit", path, p, False), expect=expect)
+
+
+def _audio(raw: dict[str, Any], p: s.Problems) -> AudioSpec:
+    s.check_keys(raw, ("chunk_ms", "room_tone_dbfs", "trailing_silence_ms", "perturb", "record_fraction"), "audio", p)
+    chunk = s.get_int(raw, "chunk_ms", "audio", p, 20, lo=10, hi=200) or 20
+    if chunk % 10:
+        p.add("audio.chunk_ms", f"must be a multiple of 10 ms (VAD frames are 10 ms), got {chunk}")
+    pr = s.get_dict(raw, "perturb", "audio", p)
+    s.check_keys(pr, ("snr_db", "gain_db", "drop_rate"), "audio.perturb", p)
+    perturb = Perturbation(snr_db=s.get_float(pr, "snr_db", "audio.perturb", p, None, lo=-10, hi=80),
+                           gain_db=s.get_float(pr, "gain_db", "audio.perturb", p, 0.0, lo=-40, hi=20) or 0.0,
+                           drop_rate=s.get_float(pr, "drop_rate", "audio.perturb", p, 0.0, lo=0, hi=0.5) or 0.0)
+    return AudioSpec(chunk_ms=chunk,
+                     room_tone_dbfs=s.get_float(raw, "room_tone_dbfs", "audio", p, None, lo=-100, hi=-20),
+                     trailing_silence_ms=s.get_int(raw, "trailing_silence_ms", "audio", p, 1500, lo=0, hi=60_000) or 0,
+                     perturb=perturb,
+                     record_fraction=s.get_float(raw, "record_fraction", "audio", p, 0.0, lo=0, hi=1) or 0.0)
+
+
+def _load(raw: dict[str, Any], p: s.Problems) -> LoadSpec:
+    s.check_keys(raw, ("users", "spawn_rate", "duration", "sessions_per_user", "think_time", "turn_timeout",
+                       "stop_timeout", "shape", "max_pacing_lag_ms"), "load", p)
+    think = raw.get("think_time", 0)
+    think_range = (0.0, 0.0)
+    if isinstance(think, dict):
+        s.check_keys(think, ("min", "max"), "load.think_time", p)
+        lo = s.get_duration(think, "min", "load.think_time", p, 0.0) or 0.0
+        hi = s.get_duration(think, "max", "load.think_time", p, lo) or lo
+        if hi < lo:
+            p.add("load.think_time.max", f"must be ≥ min ({lo}s)")
+        think_range = (lo, max(lo, hi))
+    else:
+        t = s.get_duration(raw, "think_time", "load", p, 0.0) or 0.0
+        think_range = (t, t)
+    shape_raw = raw.get("shape", {"type": "flat"})
+    if isinstance(shape_raw, str):
+        shape_raw = {"type": shape_raw}
+    if not isinstance(shape_raw, dict):
+        p.add("load.shape", "expected a shape name or a mapping with 'type'")
+        shape_raw = {"type": "flat"}
+    stype = s.get_str(shape_raw, "type", "load.shape", p, "flat", choices=SHAPES) or "flat"
+    shape = ShapeSpec(type=stype, params={k: v for k, v in shape_raw.items() if k != "type"})
+    from .shapes import validate_shape
+
+    for path, msg in validate_shape(shape, "load.shape"):
+        p.add(path, msg)
+    return LoadSpec(users=s.get_int(raw, "users", "load", p, 1, lo=1, hi=MAX_USERS) or 1,
+                    spawn_rate=s.get_float(raw, "spawn_rate", "load", p, 1.0, lo=0.01, hi=1000) or 1.0,
+                    duration_s=s.get_duration(raw, "duration", "load", p, 60.0, lo=1, hi=7 * 24 * 3600) or 60.0,
+                    sessions_per_user=s.get_int(raw, "sessions_per_user", "load", p, None, lo=1, hi=1_000_000),
+                    think_time_s=think_range,
+                    turn_timeout_s=s.get_duration(raw, "turn_timeout", "load", p, 20.0, lo=1, hi=600) or 20.0,
+                    stop_timeout_s=s.get_duration(raw, "stop_timeout", "load", p, 30.0, lo=0, hi=3600) or 30.0,
+                    shape=shape,
+                    max_pacing_lag_ms=s.get_float(raw, "max_pacing_lag_ms", "load", p, 10.0, lo=0.1, hi=10_000)
+                    or 10.0)
+
+
+def _thresholds(raw: list[Any], p: s.Problems) -> list[str]:
+    out: list[str] = []
+    try:
+        from .report.check import parse_threshold
+    except ImportError:  # pragma: no cover
+        parse_threshold = None
+    for i, t in enumerate(raw):
+        if not isinstance(t, str):
+            p.add(f"thresholds[{i}]", f"expected a string like 'first_audio_ms.p95 <= 1200', got {t!r}")
+            continue
+        if parse_threshold is not None:
+            try:
+                parse_threshold(t)
+            except ValueError as exc:
+                p.add(f"thresholds[{i}]", str(exc))
+                continue
+        out.append(t)
+    return out
+
+
+def _check_fixtures(conversation: list[TurnSpec], fixtures_dir: str, file: str, p: s.Problems) -> None:
+    from .fixtures import FixtureError, load_manifest
+
+    try:
+        manifest = load_manifest(fixtures_dir)
+    except FixtureError as exc:
+        p.add("fixtures_dir", str(exc))
+        return
+    for i, turn in enumerate(conversation):
+        if turn.fixture and turn.fixture not in manifest:
+            known = ", ".join(sorted(manifest)[:8])
+            p.add(f"conversation[{i}].fixture", f"unknown fixture {turn.fixture!r} (known: {known}, ...)")
