@@ -1,0 +1,271 @@
+"""The ``voiceload`` command: run, simulate, validate, report, compare, check, fixtures.
+
+Heavy imports happen inside each command so ``voiceload run`` can monkey-patch gevent before
+anything opens a socket (azure-identity's token requests then cooperate with the callers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+EXIT_OK, EXIT_BREACH, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="voiceload", description="Load tests for real-time voice agents (Azure AI "
+                                "Voice Live), with an embedded protocol-faithful simulator.")
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a scenario headless and write a report")
+    r.add_argument("scenario")
+    r.add_argument("--target", help="endpoint URL overriding the scenario's targets (wss://… or ws://127.0.0.1:PORT)")
+    r.add_argument("--users", type=int, help="peak concurrent callers (default: scenario load.users)")
+    r.add_argument("--spawn-rate", type=float, help="callers started per second")
+    r.add_argument("--duration", help="run time, e.g. 60s, 5m (default: scenario load.duration)")
+    r.add_argument("--sessions-per-user", type=int, help="stop each caller after N sessions")
+    r.add_argument("--out", help="output directory (default reports/<run-id>)")
+    r.add_argument("--profile", help="simulator profile for embedded targets (ideal, realistic, degraded, chaos)")
+    r.add_argument("--seed", type=int, default=None, help="seed for the embedded simulator and perturbations")
+    r.add_argument("--junit", help="write threshold results as JUnit XML")
+    r.add_argument("--kernel-timestamps", action="store_true", help="self-check read stamps against SO_TIMESTAMPNS")
+    r.add_argument("--quiet", action="store_true", help="no progress line")
+    r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("simulate", help="serve the Voice Live simulator", add_help=False)
+    s.add_argument("rest", nargs=argparse.REMAINDER)
+    s.set_defaults(func=lambda a: __import__("harness.simulator.__main__", fromlist=["main"]).main(a.rest))
+
+    v = sub.add_parser("validate", help="check scenario files (and optionally connect once per target)")
+    v.add_argument("scenarios", nargs="+")
+    v.add_argument("--connect", action="store_true", help="open one session per target and run one short turn")
+    v.set_defaults(func=cmd_validate)
+
+    rp = sub.add_parser("report", help="(re)build turns.csv, summary.csv and report.html of a run directory")
+    rp.add_argument("run_dir")
+    rp.set_defaults(func=cmd_report)
+
+    c = sub.add_parser("compare", help="compare runs (or the targets of one run) with bootstrap confidence")
+    c.add_argument("run_dirs", nargs="+")
+    c.add_argument("--out", help="output directory (default: reports/compare-<time>)")
+    c.set_defaults(func=cmd_compare)
+
+    k = sub.add_parser("check", help="evaluate thresholds against a run; exit 1 on breach")
+    k.add_argument("run_dir")
+    k.add_argument("--thresholds", help="YAML file with a 'thresholds:' list (default: the scenario's)")
+    k.add_argument("--junit", help="write JUnit XML naming each breached metric")
+    k.set_defaults(func=cmd_check)
+
+    f = sub.add_parser("fixtures", help="manage audio fixtures")
+    fsub = f.add_subparsers(metavar="ACTION")
+    fa = fsub.add_parser("add", help="convert an audio file to a 24 kHz mono PCM16 fixture and add it to the manifest")
+    fa.add_argument("file")
+    fa.add_argument("--text", required=True, help="what is said (used for WER and transcription)")
+    fa.add_argument("--id", dest="fixture_id")
+    fa.add_argument("--language", default="en-US")
+    fa.add_argument("--use-case", default="custom")
+    fa.add_argument("--dir", default="audio_fixtures")
+    fa.set_defaults(func=cmd_fixtures_add)
+    fl = fsub.add_parser("list", help="list fixtures")
+    fl.add_argument("--dir", default="audio_fixtures")
+    fl.set_defaults(func=cmd_fixtures_list)
+    return p
+
+
+# -- run -----------------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from gevent import monkey
+
+    monkey.patch_all()
+    from .scenario import ScenarioError, load_scenario
+
+    try:
+        scenario = load_scenario(args.scenario)
+    except ScenarioError as exc:
+        print(f"error: invalid scenario\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return run_scenario(scenario, args)
+
+
+def run_scenario(scenario: Any, args: argparse.Namespace) -> int:
+    from . import auth
+    from .client.endpoints import open_endpoints
+    from .client.runner import LoadRunner
+    from .rundir import OutputError, RunOutput
+    from .schema import parse_duration
+    from .shapes import make_plan
+
+    auth.install_log_redaction()
+    try:
+        duration = parse_duration(args.duration) if args.duration else None
+    except ValueError as exc:
+        print(f"error: --duration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for w in _target_warnings(scenario, args.target):
+        print(f"warning: {w}", file=sys.stderr)
+    plan = make_plan(scenario.load, users=args.users, spawn_rate=args.spawn_rate, duration_s=duration)
+    try:
+        out = RunOutput(scenario, out_dir=args.out)
+    except OutputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    progress = None if args.quiet else sys.stderr
+    try:
+        with open_endpoints(scenario, run_dir=out.dir, override_url=args.target, profile=args.profile,
+                            seed=args.seed) as endpoints:
+            out.meta["targets"] = [{"name": e.name, "url": auth.redact(e.display)} for e in endpoints]
+            print(f"voiceload: run {out.run_id} → {out.dir}", file=sys.stderr)
+            runner = LoadRunner(scenario, endpoints, plan, on_turn=out.add_turn, on_session=out.add_session,
+                                run_id=out.run_id, sessions_per_user=args.sessions_per_user,
+                                kernel_stamps=args.kernel_timestamps, progress=progress, seed=args.seed or 0)
+            summary = runner.run()
+    except Exception as exc:
+        out.note(f"run aborted: {type(exc).__name__}: {exc}")
+        out.finish(self_check={})
+        print(f"error: {auth.redact(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    if summary.get("breakpoint"):
+        out.meta["breakpoint"] = summary["breakpoint"]
+    paths = out.finish(self_check=self_check(runner))
+    print(f"report: {paths.get('report.html', out.dir / 'report.html')}")
+    return _thresholds(out.dir, scenario.thresholds, args.junit)
+
+
+def self_check(runner: Any) -> dict[str, Any]:
+    """What the generator says about its own honesty, for run.json and the report banner."""
+    import numpy as np
+
+    late = [r.pacing_late_p99_ms for r in runner.session_records if r.pacing_late_p99_ms is not None]
+    mx = [r.pacing_late_max_ms for r in runner.session_records if r.pacing_late_max_ms is not None]
+    p50 = [r.pacing_late_p50_ms for r in runner.session_records if r.pacing_late_p50_ms is not None]
+    out: dict[str, Any] = {
+        "pacing_late_p50_ms": round(float(np.median(p50)), 3) if p50 else None,
+        "pacing_late_p99_ms": round(float(np.max(late)), 3) if late else None,
+        "pacing_late_max_ms": round(float(np.max(mx)), 3) if mx else None,
+        "invalid_turns": runner.stats.invalid,
+        "sessions": len(runner.session_records),
+    }
+    if runner.stamp_delays_ns:
+        d = np.asarray(runner.stamp_delays_ns) / 1e6
+        out["stamp_delay_p50_ms"] = round(float(np.percentile(d, 50)), 3)
+        out["stamp_delay_p99_ms"] = round(float(np.percentile(d, 99)), 3)
+    return out
+
+
+def _thresholds(run_dir: Any, thresholds: list[str], junit: str | None) -> int:
+    if not thresholds:
+        return EXIT_OK
+    from .report.check import run_check
+
+    return run_check(run_dir, thresholds, junit)
+
+
+def _target_warnings(scenario: Any, override: str | None) -> list[str]:
+    from .protocol import endpoint as ep
+
+    targets = [ep.parse_target_url(override)] if override else [t.target for t in scenario.targets if t.target]
+    return [w for t in targets for w in t.warnings()]
+
+
+# -- validate ------------------------------------------------------------------------------------------
+def cmd_validate(args: argparse.Namespace) -> int:
+    if args.connect:
+        from gevent import monkey
+
+        monkey.patch_all()
+    from .scenario import ScenarioError, load_scenario
+
+    rc = EXIT_OK
+    for path in args.scenarios:
+        try:
+            sc = load_scenario(path)
+        except ScenarioError as exc:
+            print(f"✗ {exc}", file=sys.stderr)
+            rc = EXIT_USAGE
+            continue
+        targets = ", ".join(t.name for t in sc.targets)
+        print(f"✓ {path}: {len(sc.conversation)} turns, targets [{targets}], "
+              f"{sc.load.users} users for {sc.load.duration_s:g}s ({sc.load.shape.type})")
+        for w in _target_warnings(sc, None):
+            print(f"  warning: {w}", file=sys.stderr)
+        if args.connect:
+            from .client.probe import probe_targets
+
+            rc = max(rc, probe_targets(sc))
+    return rc
+
+
+# -- report / compare / check -------------------------------------------------------------------------
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report.html import write_all
+
+    paths = write_all(args.run_dir)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from .report.compare import compare_runs
+
+    out = args.out or f"reports/compare-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    path = compare_runs(args.run_dirs, out)
+    print(f"compare: {path}")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .report.check import run_check
+
+    thresholds = None
+    if args.thresholds:
+        import yaml
+
+        with open(args.thresholds, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+        thresholds = data.get("thresholds") if isinstance(data, dict) else data
+        if not isinstance(thresholds, list):
+            print(f"error: {args.thresholds}: thresholds: expected a list of strings", file=sys.stderr)
+            return EXIT_USAGE
+    return run_check(args.run_dir, thresholds, args.junit)
+
+
+# -- fixtures ------------------------------------------------------------------------------------------
+def cmd_fixtures_add(args: argparse.Namespace) -> int:
+    from .fixtures import FixtureError, add_fixture
+
+    try:
+        fx = add_fixture(args.file, args.text, fixture_id=args.fixture_id, directory=args.dir,
+                         language=args.language, use_case=args.use_case)
+    except FixtureError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"added {fx.id}: {fx.file} speech {fx.speech_start_ms}–{fx.speech_end_ms} ms of {fx.duration_ms} ms")
+    return EXIT_OK
+
+
+def cmd_fixtures_list(args: argparse.Namespace) -> int:
+    from .fixtures import load_manifest
+
+    for fx in load_manifest(args.dir).values():
+        print(f"{fx.id:32} {fx.language:6} {fx.duration_ms:6d} ms  {fx.text}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

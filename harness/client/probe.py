@@ -1,0 +1,53 @@
+"""``voiceload validate --connect``: one short session per target, with a precise diagnosis.
+
+It runs the real engine (same URL, auth, session.update and a one-turn conversation), so a green
+probe means the load test itself will connect; failures are explained without printing secrets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Any
+
+from .. import auth
+from ..scenario import Scenario
+from .endpoints import open_endpoints
+from .session import CallerSession, SessionOptions
+
+
+def probe_targets(scenario: Scenario, out: Any = sys.stdout) -> int:
+    one_turn = dataclasses.replace(scenario, conversation=scenario.conversation[:1])
+    rc = 0
+    try:
+        with open_endpoints(one_turn) as endpoints:
+            for endpoint in endpoints:
+                rc = max(rc, _probe(one_turn, endpoint, out))
+    except Exception as exc:  # credential or simulator start-up problems
+        print(f"  ✗ cannot prepare targets: {auth.redact(auth.diagnose(exc))}", file=out)
+        return 1
+    return rc
+
+
+def _probe(scenario: Scenario, endpoint: Any, out: Any) -> int:
+    print(f"  → {endpoint.name}: {auth.redact(endpoint.display)}", file=out)
+    try:
+        session = CallerSession(scenario, endpoint, SessionOptions(session_id="probe"))
+        rec = session.run()
+    except Exception as exc:
+        print(f"  ✗ {endpoint.name}: {auth.redact(auth.diagnose(exc))}", file=out)
+        return 1
+    if rec.outcome in ("rejected", "connect_error"):
+        why = auth.diagnose(rec.http_status) if rec.http_status else rec.error
+        print(f"  ✗ {endpoint.name}: {auth.redact(why)}", file=out)
+        return 1
+    if not session.records:
+        print(f"  ✗ {endpoint.name}: connected but the session was not configured: {auth.redact(rec.error)}",
+              file=out)
+        return 1
+    turn = session.records[0]
+    status = "✓" if turn.complete else "✗"
+    print(f"  {status} {endpoint.name}: connected in {rec.connect_ms:.0f} ms, session {rec.server_session_id}, "
+          f"turn {turn.reason}, first audio {turn.first_audio_ms} ms, transcript {turn.input_transcript!r}",
+          file=out)
+    return 0 if turn.complete else 1

@@ -1,0 +1,208 @@
+"""A plain gevent runner for N concurrent callers: the engine without Locust (CLI and benchmarks).
+
+Users follow the scenario's load shape (shapes.py, the same plans Locust uses); each user runs
+sessions back to back, alternating targets so a comparison sees the same load on each. Records go to
+``on_turn``/``on_session`` the moment they exist.
+"""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, TextIO
+
+import gevent
+import gevent.event
+import gevent.pool
+
+from ..records import SessionRecord, TurnRecord
+from ..scenario import Scenario
+from ..shapes import ShapePlan
+from .session import CallerSession, Endpoint, SessionOptions
+
+
+@dataclass
+class LiveStats:
+    """Rolling view of the run for the progress line and breakpoint sweeps."""
+
+    t0: float = field(default_factory=time.monotonic)
+    turns: list[tuple[float, float | None, bool, str]] = field(default_factory=list)  # (t, first_audio, ok, target)
+    sessions: int = 0
+    rejected: int = 0
+    invalid: int = 0
+
+    def add(self, rec: TurnRecord) -> None:
+        self.invalid += not rec.valid
+        self.turns.append((time.monotonic() - self.t0, rec.first_audio_ms if rec.valid else None, rec.complete,
+                           rec.target))
+
+    def window(self, since_s: float) -> list[tuple[float, float | None, bool, str]]:
+        return [t for t in self.turns if t[0] >= since_s]
+
+    def line(self, users: int) -> str:
+        lat = sorted(x[1] for x in self.turns if x[1] is not None)
+        fails = sum(1 for x in self.turns if not x[2])
+
+        def pct(q: float) -> str:
+            return f"{lat[min(len(lat) - 1, int(q * len(lat)))]:.0f}" if lat else "-"
+
+        return (f"[{time.monotonic() - self.t0:6.1f}s] users={users} sessions={self.sessions} "
+                f"turns={len(self.turns)} first_audio p50={pct(0.5)} p95={pct(0.95)} ms "
+                f"failures={fails} rejected={self.rejected}")
+
+
+class LoadRunner:
+    def __init__(self, scenario: Scenario, endpoints: list[Endpoint], plan: ShapePlan, *,
+                 on_turn: Callable[[TurnRecord], None], on_session: Callable[[SessionRecord], None],
+                 run_id: str = "", sessions_per_user: int | None = None, kernel_stamps: bool = False,
+                 progress: TextIO | None = sys.stderr, worker: str = "local", seed: int = 0):
+        self.sc = scenario
+        self.endpoints = endpoints
+        self.plan = plan
+        self.on_turn = on_turn
+        self.on_session = on_session
+        self.run_id = run_id
+        self.sessions_per_user = sessions_per_user if sessions_per_user is not None else scenario.load.sessions_per_user
+        self.kernel_stamps = kernel_stamps
+        self.progress = progress
+        self.worker = worker
+        self.seed = seed
+        self.stats = LiveStats()
+        self.pool = gevent.pool.Group()
+        self.users: list[gevent.Greenlet] = []
+        self._retiring: set[int] = set()
+        self._user_ids = itertools.count()
+        self._session_ids = itertools.count()
+        self.active = 0
+        self.stopping = False
+        self._stop = gevent.event.Event()
+        self.stamp_delays_ns: list[int] = []
+        self.session_records: list[SessionRecord] = []
+
+    # -- public ---------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Run the plan to its end (or until stop()); returns a small summary."""
+        handlers = self._install_signals()
+        ticker = gevent.spawn(self._progress_loop) if self.progress else None
+        try:
+            self._drive()
+        finally:
+            self.stopping = True
+            self._retire_all(graceful=True)
+            self.pool.join(timeout=self.sc.load.stop_timeout_s)
+            self.pool.kill(block=True, timeout=5)
+            if ticker:
+                ticker.kill()
+            for handle in handlers:
+                handle.cancel()
+        if self.progress:
+            print(self.stats.line(0), file=self.progress, flush=True)
+        return {"turns": len(self.stats.turns), "sessions": self.stats.sessions, "breakpoint": self.plan.breakpoint}
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- load shape -------------------------------------------------------------------------------------
+    def _drive(self) -> None:
+        t0 = time.monotonic()
+        while not self._stop.is_set():
+            elapsed = time.monotonic() - t0
+            want = self.plan.tick(elapsed, self._evaluate)
+            if want is None:
+                return
+            users, rate = want
+            alive = [g for g in self.users if not g.dead and id(g) not in self._retiring]
+            if users > len(alive):
+                n = min(users - len(alive), max(1, int(rate)))
+                for _ in range(n):
+                    self._spawn_user()
+            elif users < len(alive):
+                for g in alive[users:]:
+                    self._retiring.add(id(g))
+            if users == 0 and self.plan.drain_s and all(g.dead for g in self.users):
+                # Nothing left to drain: end early instead of idling through the drain window.
+                if elapsed >= self.plan.total_s - self.plan.drain_s:
+                    return
+            self._stop.wait(1.0)
+
+    def _evaluate(self, since_s: float) -> list[Any]:
+        import pandas as pd
+
+        from ..report.check import evaluate, parse_threshold
+
+        rows = [{"first_audio_ms": fa, "complete": ok, "valid": fa is not None, "target": tg, "reason": "",
+                 "scenario": self.sc.name} for _, fa, ok, tg in self.stats.window(since_s)]
+        return evaluate(pd.DataFrame(rows), [parse_threshold(h) for h in self.plan.params.get("hold", [])])
+
+    def _spawn_user(self) -> None:
+        uid = next(self._user_ids)
+        g = self.pool.spawn(self._user_loop, uid)
+        self.users.append(g)
+
+    def _retire_all(self, graceful: bool) -> None:
+        for g in self.users:
+            self._retiring.add(id(g))
+
+    # -- one user ---------------------------------------------------------------------------------------
+    def _user_loop(self, uid: int) -> None:
+        me = gevent.getcurrent()
+        lo, hi = self.sc.load.think_time_s
+        for j in itertools.count():
+            if self.stopping or id(me) in self._retiring:
+                return
+            if self.sessions_per_user is not None and j >= self.sessions_per_user:
+                return
+            endpoint = self.endpoints[(uid + j) % len(self.endpoints)]
+            self.run_one(endpoint, retiring=lambda: id(me) in self._retiring)
+            if hi > 0 and not self.stopping:
+                gevent.sleep(lo + (hi - lo) * ((uid * 7919 + j * 104729) % 1000) / 1000)
+
+    def run_one(self, endpoint: Endpoint, retiring: Callable[[], bool] = lambda: False) -> SessionRecord:
+        sid = next(self._session_ids)
+        opts = SessionOptions(run_id=self.run_id, worker=self.worker, session_id=f"{self.worker}-{sid}",
+                              seed=self.seed * 1_000_003 + sid, kernel_stamps=self.kernel_stamps,
+                              on_record=self._turn, active_sessions=lambda: self.active,
+                              stopping=lambda: self.stopping)
+        session = CallerSession(self.sc, endpoint, opts)
+        self.active += 1
+        try:
+            rec = session.run()
+        finally:
+            self.active -= 1
+            if session.transport is not None and session.transport.stamp_delays_ns:
+                self.stamp_delays_ns.extend(session.transport.stamp_delays_ns)
+        self.stats.sessions += 1
+        self.stats.rejected += rec.outcome == "rejected"
+        self.session_records.append(rec)
+        self.on_session(rec)
+        return rec
+
+    def _turn(self, rec: TurnRecord) -> None:
+        self.stats.add(rec)
+        self.on_turn(rec)
+
+    # -- plumbing -----------------------------------------------------------------------------------------
+    def _progress_loop(self) -> None:
+        while True:
+            gevent.sleep(2.0)
+            alive = sum(1 for g in self.users if not g.dead)
+            print(self.stats.line(alive), file=self.progress, flush=True)
+
+    def _install_signals(self) -> list[Any]:
+        """Ctrl-C / SIGTERM stop the load gracefully; the caller still writes the report."""
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                installed.append(gevent.signal_handler(sig, self._on_signal))
+            except (ValueError, OSError):  # not the main thread
+                pass
+        return installed
+
+    def _on_signal(self) -> None:
+        if self.progress:
+            print("stopping: finishing turns in flight, then writing the report…", file=self.progress, flush=True)
+        self.stopping = True
+        self._stop.set()

@@ -1,0 +1,271 @@
+"""One WebSocket connection: websockets' sans-I/O ClientProtocol driven over a gevent socket.
+
+Why not a library connection object: a reader greenlet that stamps every socket read *before*
+parsing gives the earliest honest arrival time, and skips the queue hand-off that made
+websockets.sync 40 % more expensive under gevent (shared/notes §4.5, §5.4). The module uses
+gevent's socket/ssl explicitly, so it is cooperative with or without monkey patching.
+"""
+
+from __future__ import annotations
+
+import socket as _stdsocket
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import gevent
+import gevent.lock
+from gevent import socket
+from gevent import ssl
+from websockets.client import ClientProtocol
+from websockets.datastructures import Headers
+from websockets.exceptions import InvalidStatus
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.uri import parse_uri
+
+SO_TIMESTAMPNS = getattr(_stdsocket, "SO_TIMESTAMPNS", 35)  # Linux value; Python does not export it
+_TIMESPEC = struct.Struct("@ll")
+READ_SIZE = 262144
+MAX_MESSAGE = 16 * 1024 * 1024
+
+#: (payload, monotonic ns at read, is_binary) -> None. Called in the reader greenlet.
+OnMessage = Callable[[bytes, int, bool], None]
+
+
+class ConnectError(Exception):
+    """The connection could not be opened (DNS, TCP, TLS, timeout, or a refused handshake)."""
+
+    def __init__(self, kind: str, message: str, *, status: int | None = None,
+                 headers: dict[str, str] | None = None, body: bytes = b""):
+        super().__init__(message)
+        self.kind = kind  # dns | tcp | tls | timeout | handshake | protocol
+        self.status = status
+        self.headers = headers or {}
+        self.body = body
+
+    @property
+    def retry_after_s(self) -> float | None:
+        value = self.headers.get("retry-after")
+        try:
+            return max(0.0, float(value)) if value is not None else None
+        except ValueError:
+            return None
+
+
+@dataclass
+class CloseInfo:
+    code: int | None = None
+    reason: str = ""
+    error: str = ""  # set when the socket failed rather than closed cleanly
+    t_ns: int = 0
+
+
+@dataclass
+class Transport:
+    """A connected, open WebSocket. Create with :func:`connect`."""
+
+    sock: socket.socket
+    protocol: ClientProtocol
+    on_message: OnMessage
+    kernel_stamps: bool = False
+    stamp_delays_ns: list[int] = field(default_factory=list)  # user-space stamp - kernel stamp
+    closed: CloseInfo | None = None
+    _lock: gevent.lock.Semaphore = field(default_factory=gevent.lock.Semaphore)
+    _reader: gevent.Greenlet | None = None
+    _fragments: list[bytes] = field(default_factory=list)
+    _fragment_binary: bool = False
+
+    def start(self, early: list[Frame] | None = None, t_early: int = 0) -> None:
+        self._reader = gevent.spawn(self._read_loop, early or [], t_early)
+
+    # -- sending -------------------------------------------------------------------------------
+    def send_text(self, data: bytes) -> None:
+        """Send one text message (UTF-8 bytes). Raises ConnectionError once the connection is gone."""
+        if self.closed is not None:
+            raise ConnectionError("connection closed")
+        with self._lock:
+            self.protocol.send_text(data)
+            self._flush()
+
+    def _flush(self) -> None:
+        for chunk in self.protocol.data_to_send():
+            if chunk:
+                self.sock.sendall(chunk)
+            else:  # websockets asks for a half-close after a close handshake
+                try:
+                    self.sock.shutdown(_stdsocket.SHUT_WR)
+                except OSError:
+                    pass
+
+    # -- receiving -----------------------------------------------------------------------------
+    def _read_loop(self, early: list[Frame], t_early: int) -> None:
+        proto = self.protocol
+        recv = self._recv_kernel if self.kernel_stamps else self.sock.recv
+        for frame in early:  # frames that arrived in the same read as the 101 response
+            self._on_frame(frame, t_early)
+        while True:
+            try:
+                data = recv(READ_SIZE)
+            except (OSError, ssl.SSLError) as exc:
+                self._mark_closed(error=f"{type(exc).__name__}: {exc}")
+                return
+            t = time.monotonic_ns()
+            if not data:
+                proto.receive_eof()
+                self._mark_closed(error="" if proto.close_code else "connection closed by peer without close frame")
+                return
+            self._dispatch(data, t)
+            if self.closed is not None:
+                return
+
+    def _recv_kernel(self, size: int) -> bytes:
+        data, ancdata, _flags, _addr = self.sock.recvmsg(size, 64)
+        t_user = time.monotonic_ns()
+        for level, kind, payload in ancdata:
+            if level == _stdsocket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(payload) >= _TIMESPEC.size:
+                sec, nsec = _TIMESPEC.unpack_from(payload)
+                self.stamp_delays_ns.append(t_user - (sec * 1_000_000_000 + nsec - WALL_MINUS_MONO_NS))
+        return data
+
+    def _dispatch(self, data: bytes, t: int) -> None:
+        proto = self.protocol
+        proto.receive_data(data)
+        for event in proto.events_received():
+            if isinstance(event, Frame):
+                self._on_frame(event, t)
+        try:
+            with self._lock:
+                self._flush()  # pongs and close replies
+        except OSError as exc:
+            self._mark_closed(error=f"{type(exc).__name__}: {exc}")
+            return
+        if proto.close_code is not None and self.closed is None and proto.state.name == "CLOSED":
+            self._mark_closed()
+
+    def _on_frame(self, frame: Frame, t: int) -> None:
+        op = frame.opcode
+        if op is Opcode.TEXT or op is Opcode.BINARY:
+            if frame.fin:
+                self.on_message(frame.data, t, op is Opcode.BINARY)
+            else:
+                self._fragments = [frame.data]
+                self._fragment_binary = op is Opcode.BINARY
+        elif op is Opcode.CONT:
+            self._fragments.append(frame.data)
+            if frame.fin:
+                data, self._fragments = b"".join(self._fragments), []
+                self.on_message(data, t, self._fragment_binary)
+        elif op is Opcode.CLOSE:
+            self._mark_closed()
+
+    def _mark_closed(self, error: str = "") -> None:
+        if self.closed is None:
+            self.closed = CloseInfo(code=self.protocol.close_code, reason=self.protocol.close_reason or "",
+                                    error=error, t_ns=time.monotonic_ns())
+            self.on_message(b"", self.closed.t_ns, False)  # empty payload = "connection closed" signal
+
+    # -- closing -------------------------------------------------------------------------------
+    def close(self, code: int = 1000, timeout: float = 2.0) -> None:
+        """Close handshake, bounded in time; safe to call twice."""
+        if self.closed is None:
+            try:
+                with self._lock:
+                    self.protocol.send_close(code)
+                    self._flush()
+            except Exception:
+                pass
+        if self._reader is not None and gevent.getcurrent() is not self._reader:
+            self._reader.join(timeout)
+            self._reader.kill(block=False)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        if self.closed is None:
+            self.closed = CloseInfo(code=code, t_ns=time.monotonic_ns())
+
+
+WALL_MINUS_MONO_NS = time.time_ns() - time.monotonic_ns()
+
+
+def connect(url: str, headers: dict[str, str], on_message: OnMessage, *, open_timeout: float = 30.0,
+            kernel_stamps: bool = False, ssl_context: ssl.SSLContext | None = None,
+            subprotocols: list[str] | None = None) -> Transport:
+    """Open the WebSocket (TCP, TLS for wss://, upgrade) within ``open_timeout`` seconds."""
+    uri = parse_uri(url)
+    proto = ClientProtocol(uri, max_size=MAX_MESSAGE, subprotocols=subprotocols)  # no extensions: no deflate
+    try:
+        with gevent.Timeout(open_timeout, ConnectError("timeout", f"no handshake within {open_timeout:g}s")):
+            sock = _open_socket(uri.host, uri.port, uri.secure, ssl_context, kernel_stamps)
+            try:
+                early, t_early = _handshake(sock, proto, headers)
+            except BaseException:
+                sock.close()
+                raise
+    except ConnectError:
+        raise
+    transport = Transport(sock=sock, protocol=proto, on_message=on_message, kernel_stamps=kernel_stamps)
+    transport.start(early, t_early)
+    return transport
+
+
+def _open_socket(host: str, port: int, secure: bool, ctx: ssl.SSLContext | None, kernel_stamps: bool) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=_stdsocket.SOCK_STREAM)
+    except _stdsocket.gaierror as exc:
+        raise ConnectError("dns", f"cannot resolve {host}: {exc.strerror or exc}") from None
+    last: Exception | None = None
+    for family, stype, proto, _canon, addr in infos:
+        sock = socket.socket(family, stype, proto)
+        try:
+            sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
+            if kernel_stamps and not secure:
+                sock.setsockopt(_stdsocket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            sock.connect(addr)
+            break
+        except OSError as exc:
+            last = exc
+            sock.close()
+    else:
+        raise ConnectError("tcp", f"cannot connect to {host}:{port}: {last}") from None
+    if secure:
+        ctx = ctx or ssl.create_default_context()
+        try:
+            sock = ctx.wrap_socket(sock, server_hostname=host)
+        except (ssl.SSLError, OSError) as exc:
+            sock.close()
+            raise ConnectError("tls", f"TLS handshake with {host} failed: {exc}") from None
+    return sock
+
+
+def _handshake(sock: socket.socket, proto: ClientProtocol, headers: dict[str, str]) -> tuple[list[Frame], int]:
+    request = proto.connect()
+    for name, value in headers.items():
+        request.headers[name] = value
+    proto.send_request(request)
+    for chunk in proto.data_to_send():
+        sock.sendall(chunk)
+    while True:
+        data = sock.recv(READ_SIZE)
+        t = time.monotonic_ns()
+        if not data:
+            proto.receive_eof()
+            raise ConnectError("protocol", "connection closed during the WebSocket handshake")
+        proto.receive_data(data)
+        events = proto.events_received()
+        for i, event in enumerate(events):
+            if isinstance(event, Response):
+                exc = proto.handshake_exc
+                if exc is not None:
+                    status = event.status_code
+                    hdrs = {k.lower(): v for k, v in Headers(event.headers).raw_items()}
+                    kind = "handshake" if isinstance(exc, InvalidStatus) else "protocol"
+                    raise ConnectError(kind, f"handshake refused: HTTP {status} {event.reason_phrase}"
+                                       if kind == "handshake" else f"invalid handshake: {exc}",
+                                       status=status, headers=hdrs, body=event.body or b"")
+                # Frames that came in the same read as the 101 response belong to the reader.
+                return [e for e in events[i + 1:] if isinstance(e, Frame)], t
+        if proto.handshake_exc is not None:
+            raise ConnectError("protocol", f"invalid handshake: {proto.handshake_exc}")

@@ -1,0 +1,269 @@
+"""voiceload for Locust: ``locust -f harness/locustfile.py --scenario scenarios/smoke.yaml``.
+
+One task = one caller session through the engine. Each turn fires a few low-cardinality request
+events (TURN = first audio, VAD, TRANSCRIPT; CONNECT per session) so Locust's UI, --csv and --html
+show them; exact per-turn records go to reports/<run-id>/turns.jsonl — from workers to the master
+piggybacked on Locust's stats reports — and our report and threshold gate are computed from those,
+never from Locust's rounded stats. The load shape ends with a drain so no worker record is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file by locust -f: make the harness package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from locust import LoadTestShape, User, between, events, task  # noqa: E402  (locust patches gevent first)
+from locust.runners import MasterRunner, WorkerRunner  # noqa: E402
+
+from harness import auth  # noqa: E402
+from harness.client.endpoints import open_endpoints  # noqa: E402
+from harness.client.session import CallerSession, SessionOptions  # noqa: E402
+from harness.records import SessionRecord, TurnRecord  # noqa: E402
+from harness.scenario import ScenarioError, load_scenario  # noqa: E402
+from harness.shapes import make_plan  # noqa: E402
+
+log = logging.getLogger("voiceload")
+BREACH_EXIT_CODE = 3
+
+
+class _State:
+    """Per-process run state; workers build theirs lazily because options reach them at test start."""
+
+    def __init__(self) -> None:
+        self.scenario = None
+        self.endpoints: list = []
+        self.stack = ExitStack()
+        self.output = None  # RunOutput on the master / local runner
+        self.plan = None
+        self.pending_turns: list[dict] = []
+        self.pending_sessions: list[dict] = []
+        self.sessions_started = 0
+        self.active = 0
+        self.stopping = False
+        self.lock = threading.Lock()
+        self.workers_seen: set[str] = set()
+        self.workers_missing: set[str] = set()
+
+
+STATE = _State()
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser) -> None:
+    g = parser.add_argument_group("voiceload", "Voice agent load test options")
+    g.add_argument("--scenario", default="scenarios/smoke.yaml", env_var="VOICELOAD_SCENARIO",
+                   help="scenario YAML (also from locust.conf or VOICELOAD_SCENARIO)")
+    g.add_argument("--voiceload-out", default="", env_var="VOICELOAD_OUT", help="output directory for records/report")
+    g.add_argument("--voiceload-target", default="", env_var="VOICELOAD_TARGET",
+                   help="endpoint URL overriding the scenario's targets")
+    g.add_argument("--voiceload-profile", default="", env_var="VOICELOAD_PROFILE",
+                   help="simulator profile for embedded targets")
+    g.add_argument("--voiceload-junit", default="", env_var="VOICELOAD_JUNIT", help="JUnit XML for thresholds")
+
+
+def _load(environment) -> None:
+    opts = environment.parsed_options
+    try:
+        STATE.scenario = load_scenario(opts.scenario)
+    except ScenarioError as exc:
+        log.error("invalid scenario\n%s", exc)
+        sys.exit(2)
+    lo, hi = STATE.scenario.load.think_time_s
+    VoiceUser.wait_time = between(lo, hi)
+
+
+@events.init.add_listener
+def _init(environment, **_kw) -> None:
+    auth.install_log_redaction()
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        return  # options (the scenario path) arrive with the first spawn message
+    _load(environment)
+    opts = environment.parsed_options
+    duration = opts.run_time or None
+    opts.run_time = None  # our shape ends the run after a drain; Locust's timer would cut the drain
+    if not _explicit("--stop-timeout"):  # let sessions in flight finish their turns when users stop
+        environment.stop_timeout = opts.stop_timeout = STATE.scenario.load.stop_timeout_s
+    drain = environment.stop_timeout + (3.0 + 2.0 if isinstance(runner, MasterRunner) else 1.0)
+    STATE.plan = make_plan(STATE.scenario.load, users=opts.num_users, spawn_rate=opts.spawn_rate,
+                           duration_s=duration, drain_s=drain)
+    from harness.rundir import OutputError, RunOutput
+
+    try:
+        STATE.output = RunOutput(STATE.scenario, out_dir=opts.voiceload_out or None,
+                                 extra={"runner": type(runner).__name__})
+    except OutputError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+    log.info("voiceload: scenario %s, records in %s", STATE.scenario.name, STATE.output.dir)
+    if isinstance(runner, MasterRunner):
+        runner.register_message("voiceload_flush", lambda env, msg: _receive(msg.node_id, msg.data))
+
+
+def _explicit(*flags: str) -> bool:
+    return any(a == f or a.startswith(f + "=") for a in sys.argv for f in flags)
+
+
+def _ensure_endpoints(environment) -> None:
+    with STATE.lock:
+        if STATE.endpoints:
+            return
+        if STATE.scenario is None:
+            _load(environment)
+        opts = environment.parsed_options
+        run_dir = STATE.output.dir if STATE.output else None
+        STATE.endpoints = STATE.stack.enter_context(open_endpoints(
+            STATE.scenario, run_dir=run_dir, override_url=opts.voiceload_target or None,
+            profile=opts.voiceload_profile or None))
+        if STATE.output is not None:
+            STATE.output.meta["targets"] = [{"name": e.name, "url": auth.redact(e.display)} for e in STATE.endpoints]
+
+
+class VoiceUser(User):
+    """One synthetic caller; each task is one complete session of the scenario's conversation."""
+
+    wait_time = between(0, 0)
+
+    def on_start(self) -> None:
+        _ensure_endpoints(self.environment)
+
+    @task
+    def call(self) -> None:
+        sc = STATE.scenario
+        n = STATE.sessions_started
+        STATE.sessions_started += 1
+        endpoint = STATE.endpoints[n % len(STATE.endpoints)]
+        worker = getattr(self.environment.runner, "client_id", None) or "local"
+        opts = SessionOptions(run_id=STATE.output.run_id if STATE.output else "", worker=worker,
+                              session_id=f"{worker}-{n}", seed=n, on_record=self._turn,
+                              active_sessions=lambda: STATE.active, stopping=lambda: STATE.stopping)
+        STATE.active += 1
+        try:
+            rec = CallerSession(sc, endpoint, opts).run()
+        finally:
+            STATE.active -= 1
+        self._session(rec)
+
+    def _turn(self, rec: TurnRecord) -> None:
+        fire = self.environment.events.request.fire
+        sc = STATE.scenario
+        suffix = f"@{rec.target}" if len(sc.targets) > 1 else ""
+        elapsed = rec.first_audio_ms
+        if elapsed is None:
+            elapsed = max((v for v in rec.marks.values()), default=0.0)
+        fire(request_type="TURN", name=f"{sc.name}:turn{suffix}", response_time=max(0.0, elapsed),
+             response_length=rec.audio_bytes, exception=None if rec.complete else TurnFailed(rec.reason),
+             context={"reason": rec.reason})
+        if rec.vad_ms is not None:
+            fire(request_type="VAD", name=f"{sc.name}:vad{suffix}", response_time=max(0.0, rec.vad_ms),
+                 response_length=0, exception=None)
+        if rec.first_transcript_ms is not None:
+            fire(request_type="TRANSCRIPT", name=f"{sc.name}:transcript{suffix}",
+                 response_time=max(0.0, rec.first_transcript_ms), response_length=0, exception=None)
+        _record("turn", rec.to_dict())
+
+    def _session(self, rec: SessionRecord) -> None:
+        sc = STATE.scenario
+        exc = None if rec.outcome == "ok" else SessionFailed(
+            f"{rec.outcome}" + (f" HTTP {rec.http_status}" if rec.http_status else ""))
+        self.environment.events.request.fire(request_type="CONNECT", name=f"{sc.name}:connect",
+                                             response_time=rec.connect_ms or 0.0, response_length=0, exception=exc)
+        _record("session", rec.to_dict())
+
+
+class TurnFailed(Exception):
+    """A turn that did not complete; the message is the reason from the closed set."""
+
+
+class SessionFailed(Exception):
+    """A session that could not start (rejected handshake, connect error) or ended badly."""
+
+
+def _record(kind: str, data: dict) -> None:
+    if STATE.output is not None:  # local runner: straight to disk
+        (STATE.output.add_turn if kind == "turn" else STATE.output.add_session)(data)
+    else:  # worker: ship with the next stats report
+        (STATE.pending_turns if kind == "turn" else STATE.pending_sessions).append(data)
+
+
+@events.report_to_master.add_listener
+def _report_to_master(client_id, data, **_kw) -> None:
+    if STATE.pending_turns or STATE.pending_sessions:
+        data["voiceload"] = {"turns": STATE.pending_turns, "sessions": STATE.pending_sessions}
+        STATE.pending_turns, STATE.pending_sessions = [], []
+
+
+@events.worker_report.add_listener
+def _worker_report(client_id, data, **_kw) -> None:
+    _receive(client_id, data.get("voiceload"))
+
+
+def _receive(client_id: str, payload) -> None:
+    STATE.workers_seen.add(client_id)
+    if not payload or STATE.output is None:
+        return
+    for t in payload.get("turns", []):
+        STATE.output.add_turn(t)
+    for s in payload.get("sessions", []):
+        STATE.output.add_session(s)
+
+
+@events.test_stopping.add_listener
+def _stopping(environment, **_kw) -> None:
+    STATE.stopping = True
+
+
+@events.quitting.add_listener
+def _quitting(environment, **_kw) -> None:
+    runner = environment.runner
+    STATE.stopping = True
+    if isinstance(runner, MasterRunner):
+        missing = sorted(c.id for c in runner.clients.missing)
+        for wid in missing:
+            STATE.output.note(f"worker {wid} went missing during the run; its records up to its last report "
+                              f"are kept, turns it ran after that are lost")
+        STATE.output.meta["workers"] = {"seen": sorted(STATE.workers_seen), "missing": missing}
+    STATE.stack.close()  # stop embedded simulators
+    if STATE.output is None:
+        return
+    if STATE.plan is not None and STATE.plan.breakpoint:
+        STATE.output.meta["breakpoint"] = STATE.plan.breakpoint
+    paths = STATE.output.finish()
+    log.info("voiceload report: %s", paths.get("report.html"))
+    if STATE.scenario.thresholds:
+        from harness.report.check import run_check
+
+        junit = environment.parsed_options.voiceload_junit or None
+        rc = run_check(STATE.output.dir, STATE.scenario.thresholds, junit)
+        environment.process_exit_code = BREACH_EXIT_CODE if rc else 0
+
+
+class VoiceloadShape(LoadTestShape):
+    """The scenario's load shape (flat, step, spike, soak, breakpoint), always ending with a drain."""
+
+    def tick(self):
+        if STATE.plan is None:
+            return None
+        return STATE.plan.tick(self.get_run_time(), _evaluate)
+
+
+def _evaluate(since_s: float):
+    import pandas as pd
+
+    from harness.records import read_records
+    from harness.report.check import evaluate, parse_threshold
+
+    STATE.output.turns._fh.flush()
+    rows = [r for r in read_records(STATE.output.turns.path)
+            if r.get("t_speech_end", 0) - STATE.output.t0_wall >= since_s]  # this step's turns only
+    return evaluate(pd.DataFrame(rows), [parse_threshold(h) for h in STATE.plan.params.get("hold", [])])
+
+
+os.environ.setdefault("VOICELOAD_IN_LOCUST", "1")

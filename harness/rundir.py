@@ -1,0 +1,130 @@
+"""A run's output directory: created and proven writable before load starts, filled incrementally.
+
+Layout: ``turns.jsonl`` and ``sessions.jsonl`` (appended and flushed per record), ``run.json``
+(rewritten at start and end), then ``turns.csv``, ``summary.csv`` and ``report.html`` at the end.
+Both the engine runner and the Locust master write through this one class.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import auth
+from .records import RecordWriter, SessionRecord, TurnRecord
+
+DEFAULT_ROOT = "reports"
+MIN_FREE_BYTES = 50 * 1024 * 1024
+
+
+class OutputError(RuntimeError):
+    """The output directory cannot hold a run: raised before any load starts."""
+
+
+def new_run_id(scenario_name: str) -> str:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{scenario_name}-{os.getpid() % 10000:04d}"
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in ("voiceload", "locust", "websockets", "gevent", "numpy", "pandas", "azure-identity"):
+        try:
+            from importlib.metadata import version
+
+            out[name] = version(name)
+        except Exception:
+            out[name] = "not installed"
+    return out
+
+
+class RunOutput:
+    def __init__(self, scenario: Any, *, out_dir: str | os.PathLike[str] | None = None, run_id: str | None = None,
+                 targets: list[dict[str, str]] | None = None, extra: dict[str, Any] | None = None):
+        self.run_id = run_id or new_run_id(scenario.name)
+        self.dir = Path(out_dir) if out_dir else Path(DEFAULT_ROOT) / self.run_id
+        self._check_writable()
+        self.meta: dict[str, Any] = {
+            "run_id": self.run_id, "scenario": scenario.name, "scenario_file": scenario.file,
+            "description": scenario.description,
+            "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "ended": None,
+            "host": socket.gethostname(), "cpu_count": os.cpu_count(), "versions": versions(),
+            "targets": targets or [], "load": _load_dict(scenario.load), "thresholds": list(scenario.thresholds),
+            "argv": [auth.redact(a) for a in sys.argv], "self_check": {}, "notes": [],
+        }
+        if extra:
+            self.meta.update(extra)
+        self._write_meta()
+        self.turns = RecordWriter(self.dir / "turns.jsonl")
+        self.sessions = RecordWriter(self.dir / "sessions.jsonl")
+        self.t0 = time.monotonic()
+        self.t0_wall = time.time()
+        self.finished = False
+
+    def _check_writable(self) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            probe = self.dir / ".write-test"
+            probe.write_bytes(b"x" * 4096)
+            probe.unlink()
+        except OSError as exc:
+            raise OutputError(f"output directory {self.dir} is not writable: {exc.strerror or exc}") from None
+        try:
+            free = os.statvfs(self.dir).f_bavail * os.statvfs(self.dir).f_frsize
+        except (OSError, AttributeError):
+            return
+        if free < MIN_FREE_BYTES:
+            raise OutputError(f"output directory {self.dir} has only {free // (1024 * 1024)} MiB free; "
+                              f"a run needs at least {MIN_FREE_BYTES // (1024 * 1024)} MiB")
+
+    def add_turn(self, rec: TurnRecord | dict[str, Any]) -> None:
+        data = rec if isinstance(rec, dict) else rec.to_dict()
+        for key in ("error", "input_transcript", "response_transcript"):
+            if isinstance(data.get(key), str) and data[key]:
+                data[key] = auth.redact(data[key])
+        self.turns.write(data)
+
+    def add_session(self, rec: SessionRecord | dict[str, Any]) -> None:
+        data = rec if isinstance(rec, dict) else rec.to_dict()
+        if isinstance(data.get("error"), str) and data["error"]:
+            data["error"] = auth.redact(data["error"])
+        self.sessions.write(data)
+
+    def note(self, text: str) -> None:
+        self.meta["notes"].append(auth.redact(text))
+
+    def _write_meta(self) -> None:
+        tmp = self.dir / "run.json.tmp"
+        tmp.write_text(json.dumps(self.meta, indent=2, default=str), encoding="utf-8")
+        tmp.replace(self.dir / "run.json")
+
+    def finish(self, *, self_check: dict[str, Any] | None = None, write_report: bool = True) -> dict[str, Path]:
+        """Close the record files and write run.json, tables and report.html. Idempotent."""
+        if self.finished:
+            return {}
+        self.finished = True
+        self.turns.close()
+        self.sessions.close()
+        self.meta["ended"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        self.meta["duration_s"] = round(time.monotonic() - self.t0, 1)
+        self.meta["records"] = {"turns": self.turns.count, "sessions": self.sessions.count}
+        if self_check:
+            self.meta["self_check"].update(self_check)
+        self._write_meta()
+        if not write_report:
+            return {}
+        from .report.html import write_all
+
+        return write_all(self.dir)
+
+
+def _load_dict(load: Any) -> dict[str, Any]:
+    return {"users": load.users, "spawn_rate": load.spawn_rate, "duration_s": load.duration_s,
+            "sessions_per_user": load.sessions_per_user, "shape": load.shape.type, **load.shape.params}
