@@ -181,12 +181,14 @@ def _target(raw: Any, path: str, p: s.Problems) -> TargetSpec:
     if not isinstance(raw, dict):
         p.add(path, f"expected 'embedded' or a mapping with endpoint/model/agent/auth, got {raw!r}")
         return TargetSpec(name="embedded")
-    if raw.get("embedded") or raw.get("type") == "embedded":
-        s.check_keys(raw, ("name", "embedded", "type", "profile"), path, p)
+    if raw.get("embedded") or raw.get("type") == "embedded" or raw.get("endpoint") == "embedded":
+        # endpoint: ${EASTUS2_ENDPOINT:-embedded} runs offline on the simulator, on Azure when the variable is set
+        s.check_keys(raw, ("name", "embedded", "type", "profile", "endpoint", "api_version", "model", "agent",
+                           "auth", "region", "extra_query", "open_timeout_s"), path, p)
         return TargetSpec(name=s.get_str(raw, "name", path, p, "embedded") or "embedded", embedded=True,
                           profile=s.get_str(raw, "profile", path, p, "realistic") or "realistic")
     s.check_keys(raw, ("name", "endpoint", "api_version", "model", "agent", "auth", "region", "extra_query",
-                       "open_timeout_s", "type"), path, p)
+                       "open_timeout_s", "type", "profile"), path, p)
     endpoint = s.get_str(raw, "endpoint", path, p)
     if not endpoint:
         p.add(s.join(path, "endpoint"), "required for a non-embedded target (or write target: embedded)")
