@@ -158,11 +158,14 @@ class Transport:
                 data, self._fragments = b"".join(self._fragments), []
                 self.on_message(data, t, self._fragment_binary)
         elif op is Opcode.CLOSE:
-            self._mark_closed()
+            rcvd = self.protocol.close_rcvd
+            self._mark_closed(code=rcvd.code if rcvd else 1005, reason=rcvd.reason if rcvd else "")
 
-    def _mark_closed(self, error: str = "") -> None:
+    def _mark_closed(self, error: str = "", code: int | None = None, reason: str = "") -> None:
         if self.closed is None:
-            self.closed = CloseInfo(code=self.protocol.close_code, reason=self.protocol.close_reason or "",
+            if code is None:
+                code = self.protocol.close_code if self.protocol.close_rcvd else (1006 if error else None)
+            self.closed = CloseInfo(code=code, reason=reason or self.protocol.close_reason or "",
                                     error=error, t_ns=time.monotonic_ns())
             self.on_message(b"", self.closed.t_ns, False)  # empty payload = "connection closed" signal
 
