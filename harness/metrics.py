@@ -38,6 +38,7 @@ def build_turn_record(turn: TurnTimeline, ctx: TurnContext) -> TurnRecord:
     rec.turn_index, rec.fixture, rec.kind = turn.index, turn.fixture, turn.kind
     rec.t_speech_end = ((end or turn.utterance_start_ns) + ctx.wall_minus_mono_ns) / 1e9
     rec.active_sessions = ctx.active_sessions
+    rec.speech_end_audio_ms = round(turn.speech_end_audio_ms, 3) if turn.speech_end_ns else None
     rec.response_id = turn.response_id or ""
     rec.response_status = turn.status or ""
     rec.audio_bytes = turn.audio_bytes

@@ -48,6 +48,7 @@ class TurnRecord:
     kind: str = "vad"  # vad | manual | barge_in
     # When: wall clock (epoch seconds) of the true end of user speech, and load at that moment.
     t_speech_end: float = 0.0
+    speech_end_audio_ms: float | None = None  # the same instant on the server's input-buffer timeline
     active_sessions: int = 0
     # Latencies, all from the true end of user speech (fixture speech_end_ms on the send clock).
     first_audio_ms: float | None = None
