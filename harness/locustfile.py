@@ -45,6 +45,8 @@ class _State:
         self.pending_turns: list[dict] = []
         self.pending_sessions: list[dict] = []
         self.sessions_started = 0
+        self.turns_produced = 0
+        self.sessions_produced = 0
         self.active = 0
         self.stopping = False
         self.lock = threading.Lock()
@@ -187,6 +189,10 @@ class SessionFailed(Exception):
 
 
 def _record(kind: str, data: dict) -> None:
+    if kind == "turn":
+        STATE.turns_produced += 1
+    else:
+        STATE.sessions_produced += 1
     if STATE.output is not None:  # local runner: straight to disk
         (STATE.output.add_turn if kind == "turn" else STATE.output.add_session)(data)
     else:  # worker: ship with the next stats report
@@ -224,6 +230,10 @@ def _stopping(environment, **_kw) -> None:
 def _quitting(environment, **_kw) -> None:
     runner = environment.runner
     STATE.stopping = True
+    if isinstance(runner, WorkerRunner):
+        log.info("voiceload worker %s: %d turn records and %d session records produced, %d not yet shipped",
+                 runner.client_id, STATE.turns_produced, STATE.sessions_produced,
+                 len(STATE.pending_turns) + len(STATE.pending_sessions))
     if isinstance(runner, MasterRunner):
         missing = sorted(c.id for c in runner.clients.missing)
         for wid in missing:
@@ -246,12 +256,28 @@ def _quitting(environment, **_kw) -> None:
 
 
 class VoiceloadShape(LoadTestShape):
-    """The scenario's load shape (flat, step, spike, soak, breakpoint), always ending with a drain."""
+    """The scenario's load shape (flat, step, spike, soak, breakpoint), always ending with a drain.
+
+    The drain ends early once no user is left: at once on a local runner, after one more worker
+    report interval (plus margin) on a master, so the workers' last records have arrived.
+    """
+
+    _idle_since: float | None = None
 
     def tick(self):
         if STATE.plan is None:
             return None
-        return STATE.plan.tick(self.get_run_time(), _evaluate)
+        t = self.get_run_time()
+        want = STATE.plan.tick(t, _evaluate)
+        if want is None or want[0] > 0:
+            self._idle_since = None
+            return want
+        if self.runner.user_count == 0 and STATE.active == 0:
+            self._idle_since = self._idle_since if self._idle_since is not None else t
+            grace = 3.0 + 2.0 if isinstance(self.runner, MasterRunner) else 0.0
+            if t - self._idle_since >= grace:
+                return None
+        return want
 
 
 def _evaluate(since_s: float):

@@ -1,0 +1,168 @@
+"""Locust integration, end to end: headless local run, master with two workers, and the CI gate."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from harness.records import read_records
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCUST = [sys.executable, "-m", "locust", "-f", str(ROOT / "harness" / "locustfile.py")]
+
+SCENARIO = """
+name: loc
+target: {embedded: true, profile: ideal}
+session:
+  turn_detection: {type: server_vad, silence_duration_ms: 500}
+  input_audio_transcription: {model: azure-speech}
+conversation:
+  - fixture: car_call_mom
+    pause_ms: 300
+  - fixture: car_eta
+    pause_ms: 300
+audio: {trailing_silence_ms: 200}
+load:
+  users: 2
+  duration: 8s
+  stop_timeout: 10s
+  turn_timeout: 8s
+thresholds: [{thresholds}]
+"""
+
+
+def scenario(tmp_path: Path, thresholds: str = "'completeness >= 0.9'") -> Path:
+    p = tmp_path / "loc.yaml"
+    p.write_text(textwrap.dedent(SCENARIO.replace("{thresholds}", thresholds)), encoding="utf-8")
+    return p
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e.pop("VOICELOAD_SCENARIO", None)
+    e["PYTHONUNBUFFERED"] = "1"
+    return e
+
+
+def stats_rows(csv_path: Path) -> dict[tuple[str, str], dict[str, str]]:
+    with open(csv_path, newline="") as fh:
+        return {(r["Type"], r["Name"]): r for r in csv.DictReader(fh)}
+
+
+def test_headless_run_writes_turn_rows_and_one_record_per_turn(tmp_path):
+    sc = scenario(tmp_path)
+    out = tmp_path / "out"
+    run = subprocess.run(LOCUST + ["--headless", "--scenario", str(sc), "-u", "2", "-r", "2", "-t", "8s",
+                                   "--csv", str(tmp_path / "run"), "--html", str(tmp_path / "run.html"),
+                                   "--voiceload-out", str(out), "--only-summary"],
+                         cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    turns = list(read_records(out / "turns.jsonl"))
+    sessions = list(read_records(out / "sessions.jsonl"))
+    assert sessions and turns
+    assert len(turns) == sum(s["turns_recorded"] for s in sessions) == sum(s["turns_attempted"] for s in sessions)
+    assert len({(t["session_id"], t["turn_index"]) for t in turns}) == len(turns)  # no duplicates
+    rows = stats_rows(tmp_path / "run_stats.csv")
+    turn = rows[("TURN", "loc:turn")]
+    assert int(turn["Request Count"]) == len(turns)  # the drain lets the CSV writer catch the last turns
+    assert 500 < float(turn["Median Response Time"]) < 1500
+    assert ("VAD", "loc:vad") in rows and ("TRANSCRIPT", "loc:transcript") in rows
+    assert ("CONNECT", "loc:connect") in rows
+    assert (tmp_path / "run.html").stat().st_size > 0
+    for name in ("report.html", "turns.csv", "summary.csv", "run.json"):
+        assert (out / name).exists(), name
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["records"]["turns"] == len(turns) and meta["runner"] == "LocalRunner"
+
+
+def test_master_with_two_workers_receives_every_record_exactly_once(tmp_path):
+    sc = scenario(tmp_path)
+    out = tmp_path / "out"
+    port = free_port()
+    master = subprocess.Popen(LOCUST + ["--master", "--headless", "--expect-workers", "2", "--master-bind-host",
+                                        "127.0.0.1", "--master-bind-port", str(port), "--scenario", str(sc),
+                                        "-u", "4", "-r", "4", "-t", "8s", "--voiceload-out", str(out),
+                                        "--csv", str(tmp_path / "dist"), "--only-summary"],
+                              cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    workers = [subprocess.Popen(LOCUST + ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port),
+                                          "--scenario", str(sc)],
+                                cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for _ in range(2)]
+    try:
+        m_out, _ = master.communicate(timeout=150)
+        w_outs = [w.communicate(timeout=30)[0] for w in workers]
+    finally:
+        for p in [master, *workers]:
+            if p.poll() is None:
+                p.kill()
+    assert master.returncode == 0, m_out[-3000:]
+    produced = {}
+    for text in w_outs:
+        m = re.search(r"voiceload worker (\S+): (\d+) turn records and (\d+) session records produced, (\d+) not "
+                      r"yet shipped", text)
+        assert m, text[-2000:]
+        assert m.group(4) == "0", text[-2000:]
+        produced[m.group(1)] = int(m.group(2))
+    turns = list(read_records(out / "turns.jsonl"))
+    keys = [(t["session_id"], t["turn_index"]) for t in turns]
+    assert len(keys) == len(set(keys))  # exactly once
+    by_worker = {w: sum(1 for t in turns if t["worker"] == w) for w in produced}
+    assert by_worker == produced and all(n > 0 for n in produced.values()), (by_worker, produced)
+    meta = json.loads((out / "run.json").read_text())
+    assert sorted(meta["workers"]["seen"]) == sorted(produced) and meta["workers"]["missing"] == []
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert "<svg" in report or "<img" in report
+
+
+def test_threshold_breach_gives_nonzero_exit_and_junit(tmp_path):
+    sc = scenario(tmp_path, thresholds="'first_audio_ms.p95 <= 10', 'completeness >= 0.5'")
+    out = tmp_path / "out"
+    junit = tmp_path / "thresholds.xml"
+    run = subprocess.run(LOCUST + ["--headless", "--scenario", str(sc), "-u", "1", "-t", "5s",
+                                   "--voiceload-out", str(out), "--voiceload-junit", str(junit), "--only-summary"],
+                         cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 3, run.stderr[-3000:]
+    root = ET.parse(junit).getroot()
+    failures = [f for f in root.iter("failure")]
+    assert len(failures) == 1
+    assert "first_audio_ms.p95" in (failures[0].get("message") or "")
+    cases = {c.get("name"): c for c in root.iter("testcase")}
+    assert any("completeness" in name for name in cases)
+    # The same gate from the command line, on the same records.
+    check = subprocess.run([sys.executable, "-m", "harness.cli", "check", str(out), "--junit",
+                            str(tmp_path / "again.xml")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert check.returncode == 1 and "first_audio_ms.p95" in check.stdout
+
+
+@pytest.mark.parametrize("source", ["locust.conf", "env"])
+def test_scenario_option_from_config_file_or_environment(tmp_path, source):
+    sc = scenario(tmp_path)
+    out = tmp_path / "out"
+    e = env()
+    args = ["--headless", "-u", "1", "-t", "3s", "--voiceload-out", str(out), "--only-summary"]
+    if source == "env":
+        e["VOICELOAD_SCENARIO"] = str(sc)
+    else:
+        conf = tmp_path / "locust.conf"
+        conf.write_text(f"scenario = {sc}\n")
+        args += ["--config", str(conf)]
+    run = subprocess.run(LOCUST + args, cwd=ROOT, env=e, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["scenario"] == "loc" and meta["scenario_file"] == str(sc)
