@@ -24,7 +24,7 @@ from locust.runners import MasterRunner, WorkerRunner  # noqa: E402
 
 from harness import auth  # noqa: E402
 from harness.client.endpoints import open_endpoints  # noqa: E402
-from harness.client.session import CallerSession, SessionOptions  # noqa: E402
+from harness.client.session import CallerSession, SessionOptions, prepare  # noqa: E402
 from harness.records import SessionRecord, TurnRecord  # noqa: E402
 from harness.scenario import ScenarioError, load_scenario  # noqa: E402
 from harness.shapes import make_plan  # noqa: E402
@@ -119,6 +119,7 @@ def _ensure_endpoints(environment) -> None:
             return
         if STATE.scenario is None:
             _load(environment)
+        prepare(STATE.scenario)
         opts = environment.parsed_options
         run_dir = STATE.output.dir if STATE.output else None
         STATE.endpoints = STATE.stack.enter_context(open_endpoints(

@@ -85,6 +85,9 @@ class LoadRunner:
     # -- public ---------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Run the plan to its end (or until stop()); returns a small summary."""
+        from .session import prepare
+
+        prepare(self.sc)
         handlers = self._install_signals()
         ticker = gevent.spawn(self._progress_loop) if self.progress else None
         try:

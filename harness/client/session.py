@@ -27,6 +27,7 @@ from .transport import ConnectError, Transport, WALL_MINUS_MONO_NS, connect
 NS = 1_000_000
 MAX_CONNECT_ATTEMPTS = 4
 MAX_RETRY_AFTER_S = 30.0
+NOISE_VARIANTS = 8  # distinct noise realisations shared by all sessions (memory stays per-fixture, not per-session)
 
 
 @dataclass
@@ -192,7 +193,7 @@ class CallerSession:
     def _speak(self, i: int, spec: TurnSpec, fixture: Any, interrupted: TurnTimeline | None) -> None:
         a = self.sc.audio
         fs = fixtures.frames(fixture.id, self.in_fmt, a.chunk_ms, gain_db=a.perturb.gain_db,
-                             snr_db=a.perturb.snr_db, seed=self.opt.seed)
+                             snr_db=a.perturb.snr_db, seed=self.opt.seed % NOISE_VARIANTS)
         kind = "manual" if spec.manual_commit or self.sc.manual else ("barge_in" if spec.barge_in_after_ms is not None
                                                                        else "vad")
         turn = TurnTimeline(index=i, fixture=fixture.id, text=fixture.text, kind=kind)
@@ -355,6 +356,23 @@ class CallerSession:
         delay = (t_ns - time.monotonic_ns()) / 1e9
         if delay > 0:
             self.opt.sleep(delay)
+
+
+def prepare(scenario: Scenario, seeds: range = range(NOISE_VARIANTS)) -> None:
+    """Decode, perturb and encode every utterance the scenario speaks before load starts.
+
+    Building frames is milliseconds of numpy work per fixture; done lazily inside the event loop it
+    would make the first sessions' frames late. Perturbed frames depend on the session seed only when
+    noise is added, so without ``snr_db`` one set serves every session.
+    """
+    s, a = scenario.session, scenario.audio
+    fmt = audio.input_format(s.get("input_audio_format", "pcm16"), s.get("input_audio_sampling_rate"))
+    _messages(fixtures.silence_frames(fmt, a.chunk_ms, a.room_tone_dbfs, seed=0))
+    for seed in (seeds if a.perturb.snr_db is not None else range(1)):
+        for turn in scenario.conversation:
+            fs = fixtures.frames(turn.fixture, fmt, a.chunk_ms, gain_db=a.perturb.gain_db, snr_db=a.perturb.snr_db,
+                                 seed=seed)
+            _messages(fs.frames)
 
 
 def run_session(scenario: Scenario, endpoint: Endpoint, options: SessionOptions | None = None) -> list[TurnRecord]:
