@@ -130,7 +130,8 @@ def run_scenario(scenario: Any, args: argparse.Namespace) -> int:
             print(f"voiceload: run {out.run_id} → {out.dir}", file=sys.stderr)
             runner = LoadRunner(scenario, endpoints, plan, on_turn=out.add_turn, on_session=out.add_session,
                                 run_id=out.run_id, sessions_per_user=args.sessions_per_user,
-                                kernel_stamps=args.kernel_timestamps, progress=progress, seed=args.seed or 0)
+                                kernel_stamps=args.kernel_timestamps, progress=progress, seed=args.seed or 0,
+                                recording_dir=str(out.dir / "recordings"))
             summary = runner.run()
     except Exception as exc:
         out.note(f"run aborted: {type(exc).__name__}: {exc}")

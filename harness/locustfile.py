@@ -146,7 +146,8 @@ class VoiceUser(User):
         worker = getattr(self.environment.runner, "client_id", None) or "local"
         opts = SessionOptions(run_id=STATE.output.run_id if STATE.output else "", worker=worker,
                               session_id=f"{worker}-{n}", seed=n, on_record=self._turn,
-                              active_sessions=lambda: STATE.active, stopping=lambda: STATE.stopping)
+                              active_sessions=lambda: STATE.active, stopping=lambda: STATE.stopping,
+                              recording_dir=_recording_dir(self.environment))
         STATE.active += 1
         try:
             rec = CallerSession(sc, endpoint, opts).run()
@@ -179,6 +180,14 @@ class VoiceUser(User):
         self.environment.events.request.fire(request_type="CONNECT", name=f"{sc.name}:connect",
                                              response_time=rec.connect_ms or 0.0, response_length=0, exception=exc)
         _record("session", rec.to_dict())
+
+
+def _recording_dir(environment) -> str | None:
+    """Local runs record next to the records; workers only when given their own --voiceload-out."""
+    if STATE.output is not None:
+        return str(STATE.output.dir / "recordings")
+    out = environment.parsed_options.voiceload_out
+    return f"{out}/recordings" if out else None
 
 
 class TurnFailed(Exception):

@@ -68,6 +68,8 @@ class TurnTimeline:
     close_detail: str = ""
     events: list[tuple[int, str, int]] = field(default_factory=list)  # (ns, type, payload bytes)
     finished_ns: int | None = None  # set by the session when the record is built
+    interrupted: "TurnTimeline | None" = None  # the turn this one barged into
+    utterance: Any = None  # the client's mic handle (pacing lateness), opaque here
 
     @property
     def speech_detected(self) -> bool:

@@ -159,3 +159,32 @@ def test_session_time_limit_closes_with_1001():
     assert srec.outcome == "disconnected" and srec.close_code == 1001
     assert srec.turns_attempted == srec.turns_recorded >= 1
     assert records[-1].reason in ("disconnected", "error")
+
+
+def test_sampled_session_recording_places_both_voices_on_the_real_timeline(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    sc = scenario("smoke", turns=1)
+    sc = dataclasses.replace(sc, audio=dataclasses.replace(sc.audio, record_fraction=1.0))
+    with SimulatorProcess(profile="ideal") as sim:
+        s = CallerSession(sc, embedded_endpoint("embedded", sim.url),
+                          SessionOptions(session_id="rec1", recording_dir=str(tmp_path)))
+        s.run()
+    rec = s.records[0]
+    data, rate = sf.read(str(tmp_path / "rec1.wav"), dtype="int16")
+    assert rate == 24000 and data.ndim == 2 and data.shape[1] == 2
+
+    def first_loud(x, after=0):
+        frames = np.abs(x[after:].astype(np.int32)).reshape(-1, 120)[:, :].max(axis=1)  # 5 ms windows
+        return after + int(np.argmax(frames > 1000)) * 120
+
+    mic_start = s.timeline.turns[0].utterance_start_ns
+    t0 = s.recorder.t0
+    speech_end = (s.timeline.turns[0].speech_end_ns - t0) * 24000 / 1e9
+    agent_on = first_loud(data[: len(data) // 120 * 120, 1])
+    # The agent's first audible sample sits first_voiced_ms after the caller's true end of speech.
+    assert abs((agent_on - speech_end) / 24 - rec.first_voiced_ms) < 15, (agent_on, speech_end, rec)
+    caller_on = first_loud(data[: len(data) // 120 * 120, 0])
+    expected_caller = (mic_start - t0) * 24000 / 1e9 + 24 * 430  # cs_order_status speech starts at 430 ms
+    assert abs(caller_on - expected_caller) / 24 < 120

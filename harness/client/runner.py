@@ -58,7 +58,8 @@ class LoadRunner:
     def __init__(self, scenario: Scenario, endpoints: list[Endpoint], plan: ShapePlan, *,
                  on_turn: Callable[[TurnRecord], None], on_session: Callable[[SessionRecord], None],
                  run_id: str = "", sessions_per_user: int | None = None, kernel_stamps: bool = False,
-                 progress: TextIO | None = sys.stderr, worker: str = "local", seed: int = 0):
+                 progress: TextIO | None = sys.stderr, worker: str = "local", seed: int = 0,
+                 recording_dir: str | None = None):
         self.sc = scenario
         self.endpoints = endpoints
         self.plan = plan
@@ -70,6 +71,7 @@ class LoadRunner:
         self.progress = progress
         self.worker = worker
         self.seed = seed
+        self.recording_dir = recording_dir
         self.stats = LiveStats()
         self.pool = gevent.pool.Group()
         self.users: list[gevent.Greenlet] = []
@@ -168,7 +170,7 @@ class LoadRunner:
         opts = SessionOptions(run_id=self.run_id, worker=self.worker, session_id=f"{self.worker}-{sid}",
                               seed=self.seed * 1_000_003 + sid, kernel_stamps=self.kernel_stamps,
                               on_record=self._turn, active_sessions=lambda: self.active,
-                              stopping=lambda: self.stopping)
+                              stopping=lambda: self.stopping, recording_dir=self.recording_dir)
         session = CallerSession(self.sc, endpoint, opts)
         self.active += 1
         try:

@@ -22,6 +22,7 @@ from ..records import SessionRecord, TurnRecord
 from ..scenario import Scenario, TurnSpec
 from ..timeline import SessionTimeline, TurnTimeline
 from .pacer import LAG, Mic, Utterance
+from .recording import Recorder
 from .transport import ConnectError, Transport, WALL_MINUS_MONO_NS, connect
 
 NS = 1_000_000
@@ -53,6 +54,7 @@ class SessionOptions:
     stopping: Callable[[], bool] = lambda: False
     sleep: Callable[[float], None] = gevent.sleep
     extra_common: dict[str, Any] = field(default_factory=dict)
+    recording_dir: str | None = None  # where sampled sessions write <session_id>.wav
 
 
 _MESSAGES: dict[int, tuple[Any, tuple[bytes, ...]]] = {}
@@ -89,6 +91,9 @@ class CallerSession:
         self._updated = gevent.event.AsyncResult()
         self._update_event_id = ""
         self.malformed = 0
+        self.recorder: Recorder | None = None
+        if options.recording_dir and self.rng.random() < scenario.audio.record_fraction:
+            self.recorder = Recorder(self.in_fmt, self.out_fmt)
 
     # -- entry point ------------------------------------------------------------------------------
     def run(self) -> SessionRecord:
@@ -163,7 +168,7 @@ class CallerSession:
     def _converse(self) -> None:
         sc, a = self.sc, self.sc.audio
         silence = _messages(fixtures.silence_frames(self.in_fmt, a.chunk_ms, a.room_tone_dbfs, seed=0))
-        self.mic = Mic(self._send, silence, a.chunk_ms, open_mic=not sc.manual, drop_rate=a.perturb.drop_rate,
+        self.mic = Mic(self._send_recorded if self.recorder else self._send, silence, a.chunk_ms, open_mic=not sc.manual, drop_rate=a.perturb.drop_rate,
                        seed=self.opt.seed)
         self.mic.start()
         manifest = fixtures.load_manifest(sc.fixtures_dir)
@@ -196,11 +201,10 @@ class CallerSession:
                              snr_db=a.perturb.snr_db, seed=self.opt.seed % NOISE_VARIANTS)
         kind = "manual" if spec.manual_commit or self.sc.manual else ("barge_in" if spec.barge_in_after_ms is not None
                                                                        else "vad")
-        turn = TurnTimeline(index=i, fixture=fixture.id, text=fixture.text, kind=kind)
-        turn.interrupted = interrupted  # type: ignore[attr-defined]
         utt = Utterance(frames=_messages(fs.frames), chunk_ms=a.chunk_ms, speech_start_ms=fs.speech_start_ms,
                         speech_end_ms=fs.speech_end_ms)
-        turn.utterance = utt  # type: ignore[attr-defined]
+        turn = TurnTimeline(index=i, fixture=fixture.id, text=fixture.text, kind=kind, interrupted=interrupted,
+                            utterance=utt)
         self.record.turns_attempted += 1
         self.mic.play(utt)
         utt.started.wait(5.0)
@@ -240,11 +244,11 @@ class CallerSession:
 
     def _finish(self, turn: TurnTimeline) -> None:
         turn.finished_ns = time.monotonic_ns()
-        utt: Utterance | None = getattr(turn, "utterance", None)
+        utt: Utterance | None = turn.utterance
         spec = self.sc.conversation[turn.index]
         until = turn.first_audio_ns or turn.finished_ns
         ctx = TurnContext(bytes_per_ms=self.out_fmt.bytes_per_second / 1000, expect_audio=self.expect_audio,
-                          expectations=spec.expect, interrupted=getattr(turn, "interrupted", None),
+                          expectations=spec.expect, interrupted=turn.interrupted,
                           pacing_lateness_ms=utt.lateness_ms if utt else [],
                           loop_lag_ms=LAG.max_lag_ms(turn.utterance_start_ns, until),
                           max_lag_ms=self.sc.load.max_pacing_lag_ms,
@@ -281,6 +285,12 @@ class CallerSession:
         if self.timeline.closed_ns is None:
             self.timeline.close(time.monotonic_ns(), "session ended")
         self._emit_ready(final=True)
+        if self.recorder is not None:
+            try:
+                self.recorder.out_fmt = self.out_fmt
+                self.recorder.write(f"{self.opt.recording_dir}/{self.opt.session_id}.wav")
+            except Exception as exc:  # a recording must never cost the records
+                rec.error = (rec.error + "; " if rec.error else "") + f"recording failed: {exc}"[:200]
         rec.t_end = time.time()
 
     # -- I/O callbacks (reader greenlet) -----------------------------------------------------------------
@@ -301,6 +311,8 @@ class CallerSession:
             return
         self.timeline.route(event, t, len(payload))
         etype = event["type"]
+        if self.recorder is not None and etype == ev.AUDIO_DELTA and isinstance(event.get("delta"), str):
+            self.recorder.on_delta(t, str(event.get("response_id")), event["delta"])
         if etype == ev.SESSION_CREATED:
             self._created = event.get("session") if isinstance(event.get("session"), dict) else {}
             self.changed.set()
@@ -340,6 +352,10 @@ class CallerSession:
         if self.transport is None:
             raise ConnectionError("not connected")
         self.transport.send_text(data)
+
+    def _send_recorded(self, data: bytes) -> None:
+        self._send(data)
+        self.recorder.on_sent(time.monotonic_ns(), data)
 
     def _wait(self, cond: Callable[[], bool], deadline_ns: int) -> bool:
         while not cond():
