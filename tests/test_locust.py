@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -166,3 +167,44 @@ def test_scenario_option_from_config_file_or_environment(tmp_path, source):
     assert run.returncode == 0, run.stderr[-2000:]
     meta = json.loads((out / "run.json").read_text())
     assert meta["scenario"] == "loc" and meta["scenario_file"] == str(sc)
+
+
+def test_a_killed_worker_is_reported_and_its_shipped_records_kept(tmp_path):
+    sc = scenario(tmp_path)
+    out = tmp_path / "out"
+    port = free_port()
+    master = subprocess.Popen(LOCUST + ["--master", "--headless", "--expect-workers", "2", "--master-bind-host",
+                                        "127.0.0.1", "--master-bind-port", str(port), "--scenario", str(sc),
+                                        "-u", "4", "-r", "4", "-t", "16s", "--voiceload-out", str(out),
+                                        "--only-summary"],
+                              cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    workers = [subprocess.Popen(LOCUST + ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port),
+                                          "--scenario", str(sc)],
+                                cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # wait until both workers have shipped records
+            turns = list(read_records(out / "turns.jsonl")) if (out / "turns.jsonl").exists() else []
+            if len({t["worker"] for t in turns}) == 2:
+                break
+            time.sleep(0.5)
+        shipped = {w: sum(1 for t in turns if t["worker"] == w) for w in {t["worker"] for t in turns}}
+        assert len(shipped) == 2, shipped
+        workers[0].kill()  # SIGKILL: no goodbye, no final report
+        m_out, _ = master.communicate(timeout=150)
+        workers[1].communicate(timeout=30)
+    finally:
+        for p in [master, *workers]:
+            if p.poll() is None:
+                p.kill()
+    assert master.returncode in (0, 1), m_out[-3000:]
+    meta = json.loads((out / "run.json").read_text())
+    assert len(meta["workers"]["missing"]) == 1, meta["workers"]
+    dead = meta["workers"]["missing"][0]
+    assert any(dead in n and "went missing" in n for n in meta["notes"])
+    turns = list(read_records(out / "turns.jsonl"))
+    assert sum(1 for t in turns if t["worker"] == dead) >= shipped[dead] >= 1  # what it shipped is kept
+    keys = [(t["session_id"], t["turn_index"]) for t in turns]
+    assert len(keys) == len(set(keys))
+    assert "went missing" in (out / "report.html").read_text(encoding="utf-8")
