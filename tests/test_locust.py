@@ -61,6 +61,19 @@ def env() -> dict[str, str]:
     return e
 
 
+def start_distributed(sc: Path, out: Path, run_time: str, extra: list[str] | None = None):
+    """A headless master expecting two workers on a free loopback port, and the two workers."""
+    port = free_port()
+    popen = dict(cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    master = subprocess.Popen(LOCUST + ["--master", "--headless", "--expect-workers", "2", "--master-bind-host",
+                                        "127.0.0.1", "--master-bind-port", str(port), "--scenario", str(sc),
+                                        "-u", "4", "-r", "4", "-t", run_time, "--voiceload-out", str(out),
+                                        "--only-summary", *(extra or [])], **popen)
+    workers = [subprocess.Popen(LOCUST + ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port),
+                                          "--scenario", str(sc)], **popen) for _ in range(2)]
+    return master, workers
+
+
 def stats_rows(csv_path: Path) -> dict[tuple[str, str], dict[str, str]]:
     with open(csv_path, newline="") as fh:
         return {(r["Type"], r["Name"]): r for r in csv.DictReader(fh)}
@@ -95,16 +108,7 @@ def test_headless_run_writes_turn_rows_and_one_record_per_turn(tmp_path):
 def test_master_with_two_workers_receives_every_record_exactly_once(tmp_path):
     sc = scenario(tmp_path)
     out = tmp_path / "out"
-    port = free_port()
-    master = subprocess.Popen(LOCUST + ["--master", "--headless", "--expect-workers", "2", "--master-bind-host",
-                                        "127.0.0.1", "--master-bind-port", str(port), "--scenario", str(sc),
-                                        "-u", "4", "-r", "4", "-t", "8s", "--voiceload-out", str(out),
-                                        "--csv", str(tmp_path / "dist"), "--only-summary"],
-                              cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    workers = [subprocess.Popen(LOCUST + ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port),
-                                          "--scenario", str(sc)],
-                                cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-               for _ in range(2)]
+    master, workers = start_distributed(sc, out, "8s", ["--csv", str(tmp_path / "dist")])
     try:
         m_out, _ = master.communicate(timeout=150)
         w_outs = [w.communicate(timeout=30)[0] for w in workers]
@@ -172,16 +176,7 @@ def test_scenario_option_from_config_file_or_environment(tmp_path, source):
 def test_a_killed_worker_is_reported_and_its_shipped_records_kept(tmp_path):
     sc = scenario(tmp_path)
     out = tmp_path / "out"
-    port = free_port()
-    master = subprocess.Popen(LOCUST + ["--master", "--headless", "--expect-workers", "2", "--master-bind-host",
-                                        "127.0.0.1", "--master-bind-port", str(port), "--scenario", str(sc),
-                                        "-u", "4", "-r", "4", "-t", "16s", "--voiceload-out", str(out),
-                                        "--only-summary"],
-                              cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    workers = [subprocess.Popen(LOCUST + ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port),
-                                          "--scenario", str(sc)],
-                                cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-               for _ in range(2)]
+    master, workers = start_distributed(sc, out, "16s")
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # wait until both workers have shipped records
