@@ -1,0 +1,103 @@
+"""``python -m harness.simulator``: run the Voice Live simulator until SIGINT/SIGTERM.
+
+Prints exactly one line when ready - ``voiceload-simulator listening on ws://HOST:PORT/voice-live/realtime``
+- so a parent can parse it, and one ``voiceload-simulator stats {...}`` JSON line on shutdown.
+Logs go to stderr and never contain a credential.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from .profiles import DEFAULT_PROFILE, ProfileError
+from .runner import READY_PREFIX, STATS_PREFIX
+from .server import PATH, Simulator
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m harness.simulator", description=__doc__.splitlines()[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    p.add_argument("--profile", default=DEFAULT_PROFILE, help="ideal|realistic|degraded|chaos or a YAML file")
+    p.add_argument("--truth-log", default=None, help="ground-truth JSONL, one line per response")
+    p.add_argument("--seed", type=int, default=None, help="overrides the profile's seed")
+    p.add_argument("--overrides", default=None, help="JSON object merged over the profile (dotted keys allowed)")
+    p.add_argument("--stats-file", default=None, help="write final stats JSON here on shutdown")
+    p.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU (benchmarks)")
+    p.add_argument("--exit-with-parent", action="store_true", help="stop when the parent process dies")
+    p.add_argument("--log-level", default="WARNING")
+    return p
+
+
+async def _serve(args: argparse.Namespace, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    sim = Simulator(args.profile, truth_log=args.truth_log, seed=args.seed, host=args.host, port=args.port,
+                    overrides=overrides)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before the ready line: a parent may stop us at once
+        loop.add_signal_handler(sig, stop.set)
+    if args.exit_with_parent:
+        loop.create_task(_watch_parent(os.getppid(), stop))
+    await sim.start()
+    print(f"{READY_PREFIX}ws://{args.host}:{sim.port}{PATH}", flush=True)
+    await stop.wait()
+    stats = sim.stats()
+    await sim.stop()
+    return stats
+
+
+async def _watch_parent(ppid: int, stop: asyncio.Event) -> None:
+    """A parent killed with SIGKILL cannot stop us: notice that we were re-parented instead."""
+    while os.getppid() == ppid:
+        await asyncio.sleep(1.0)
+    stop.set()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
+    overrides = None
+    if args.overrides:
+        try:
+            overrides = json.loads(args.overrides)
+        except json.JSONDecodeError as exc:
+            print(f"--overrides: invalid JSON: {exc}", file=sys.stderr)
+            return 2
+    if args.cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {args.cpu})
+    try:
+        import uvloop  # optional: faster loop, same behaviour
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    try:
+        stats = runner(_serve(args, overrides))
+    except ProfileError as exc:
+        print(f"profile error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    line = json.dumps(stats, separators=(",", ":"))
+    if args.stats_file:
+        with open(args.stats_file, "w", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+    try:
+        print(STATS_PREFIX + line, flush=True)
+    except BrokenPipeError:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,322 @@
+"""Simulator profiles: seeded latency distributions, pacing, fault rates and auth, loaded from YAML.
+
+A profile is the simulator's whole personality, so a run is reproducible from (profile, seed) alone:
+every random draw goes through ``rng_for(seed, session, turn, purpose)``, which depends on nothing
+else (not on timing, not on the order sessions happen to do things). A fault rate of 1.0 always
+fires, which is how the tests force each fault. Schema: docs/simulator.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROFILE_DIR = Path(__file__).resolve().parents[2] / "scenarios" / "profiles"
+DEFAULT_PROFILE = "realistic"
+DIST_KINDS = ("fixed", "normal", "lognormal", "uniform")
+FAULTS = ("error_mid_turn", "disconnect_mid_response", "stall_response", "handshake_429", "handshake_503",
+          "slow_handshake", "malformed_frame")
+
+
+class ProfileError(ValueError):
+    """A profile that does not validate; the message names the file and the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dist:
+    """A seeded distribution: fixed value, normal(mean, sd), lognormal(median, sigma) or uniform(lo, hi)."""
+
+    kind: str = "fixed"
+    value: float = 0.0
+    mean: float = 0.0
+    sd: float = 0.0
+    median: float = 1.0
+    sigma: float = 0.0
+    lo: float = 0.0
+    hi: float = 0.0
+    min: float | None = None
+    max: float | None = None
+
+    def sample(self, rng: random.Random) -> float:
+        if self.kind == "fixed":
+            x = self.value
+        elif self.kind == "normal":
+            x = rng.gauss(self.mean, self.sd)
+        elif self.kind == "lognormal":
+            x = self.median * math.exp(rng.gauss(0.0, self.sigma))
+        else:
+            x = rng.uniform(self.lo, self.hi)
+        if self.min is not None:
+            x = max(self.min, x)
+        if self.max is not None:
+            x = min(self.max, x)
+        return x
+
+    @property
+    def typical(self) -> float:
+        """The centre of the distribution (for docs and summaries)."""
+        return {"fixed": self.value, "normal": self.mean, "lognormal": self.median}.get(self.kind, (self.lo + self.hi) / 2)
+
+
+@dataclass(frozen=True, slots=True)
+class Faults:
+    """Fault rates in [0, 1], drawn per session (handshake faults: per connection attempt) or per turn."""
+
+    error_mid_turn: float = 0.0  # server_error event mid-response, then response.done failed
+    disconnect_mid_response: float = 0.0
+    disconnect_mode: str = "abort"  # abort (TCP reset, no close frame) | close_1011
+    stall_response: float = 0.0  # stop sending mid-response, never finish
+    handshake_429: float = 0.0
+    handshake_503: float = 0.0
+    retry_after_s: float = 1.0
+    slow_handshake: float = 0.0
+    slow_handshake_ms: float = 2000.0
+    malformed_frame: float = 0.0
+    malformed_kind: str = "both"  # text (non-JSON text frame) | binary | both
+    fault_point: Dist = field(default_factory=lambda: Dist("fixed", value=0.5))  # fraction of the reply
+    session_time_limit_s: float | None = None  # error session_expired, then close 1001
+    max_sessions: int | None = None  # concurrent cap: further handshakes get 429
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """Which credentials the handshake accepts. Values are never logged."""
+
+    required: bool = False
+    api_keys: tuple[str, ...] = ()
+    bearer_tokens: tuple[str, ...] = ()
+    agent_tokens: tuple[str, ...] = ()
+    accept_any_unexpired_jwt: bool = False
+    jwt_audiences: tuple[str, ...] = ("https://ai.azure.com", "https://cognitiveservices.azure.com")
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptionConfig:
+    word_error_rate: float = 0.0  # seeded substitutions/deletions injected into matched transcripts
+    deltas: int = 3  # transcription delta events before completed
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """Everything that makes one simulator differ from another; see scenarios/profiles/*.yaml."""
+
+    name: str = "custom"
+    description: str = ""
+    seed: int = 0
+    # Anchor of first_audio_delay_ms: speech_stopped (the VAD/commit decision; the endpointing time
+    # comes from the real VAD on the real audio) or speech_end (true end of speech on the buffer
+    # timeline; clamped so audio never precedes the decision).
+    first_audio_anchor: str = "speech_stopped"
+    first_audio_delay_ms: Dist = field(default_factory=lambda: Dist("fixed", value=300.0))
+    response_created_delay_ms: Dist = field(default_factory=lambda: Dist("fixed", value=20.0))
+    transcription_delay_ms: Dist = field(default_factory=lambda: Dist("fixed", value=150.0))
+    chunk_ms: Dist = field(default_factory=lambda: Dist("fixed", value=100.0))
+    cadence_jitter_ms: Dist = field(default_factory=lambda: Dist("fixed", value=0.0))
+    audio_pace: Dist = field(default_factory=lambda: Dist("fixed", value=2.0))
+    reply_length_ms: Dist | None = None  # None: whole replies; else choose one at least this long and trim
+    vad_batch_ms: int = 60  # VAD decision granularity: audio is classified in batches of this size
+    rate_limits_event: bool = False  # rate_limits.updated after response.created (not in the SDK enum)
+    transcription: TranscriptionConfig = field(default_factory=TranscriptionConfig)
+    faults: Faults = field(default_factory=Faults)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    source: str = ""
+
+    def fault_hits(self, fault: str, session_index: int, turn_index: int = -1, seed: int | None = None) -> bool:
+        """Deterministic Bernoulli draw for one fault at one (session, turn)."""
+        rate = float(getattr(self.faults, fault))
+        if rate >= 1.0:
+            return True
+        if rate <= 0.0:
+            return False
+        return rng_for(self.seed if seed is None else seed, session_index, turn_index, fault).random() < rate
+
+
+def rng_for(seed: int, session_index: int, turn_index: int, purpose: str) -> random.Random:
+    """An independent stream per decision: str seeds hash with SHA-512, stable across processes."""
+    return random.Random(f"{seed}:{session_index}:{turn_index}:{purpose}")
+
+
+# --- loading ---------------------------------------------------------------------------------------
+
+
+def _err(src: str, path: str, msg: str) -> ProfileError:
+    return ProfileError(f"{src}: {path}: {msg}")
+
+
+def _num(raw: Any, src: str, path: str, lo: float | None = None, hi: float | None = None) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        raise _err(src, path, f"expected a number, got {raw!r}")
+    if (lo is not None and raw < lo) or (hi is not None and raw > hi):
+        raise _err(src, path, f"{raw} is outside [{lo}, {hi}]")
+    return float(raw)
+
+
+def _dist(raw: Any, src: str, path: str, lo: float = 0.0) -> Dist:
+    """Parse ``{dist: ..}`` or a bare number (fixed); ``lo`` is the implicit ``min``."""
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        return Dist("fixed", value=_num(raw, src, path, lo))
+    if not isinstance(raw, dict):
+        raise _err(src, path, f"expected a number or {{dist: fixed|normal|lognormal|uniform, ...}}, got {raw!r}")
+    kind = raw.get("dist", "fixed")
+    if kind not in DIST_KINDS:
+        raise _err(src, f"{path}.dist", f"unknown distribution {kind!r}; expected one of {', '.join(DIST_KINDS)}")
+    need = {"fixed": ("value",), "normal": ("mean", "sd"), "lognormal": ("median", "sigma"),
+            "uniform": ("lo", "hi")}[kind]
+    allowed = {"dist", "min", "max", *need}
+    for key in raw:
+        if key not in allowed:
+            raise _err(src, f"{path}.{key}", f"unknown key for dist {kind} (expected {', '.join(sorted(allowed))})")
+    kw: dict[str, Any] = {"kind": kind}
+    for key in need:
+        if key not in raw:
+            raise _err(src, f"{path}.{key}", f"required for dist {kind}")
+        kw[key] = _num(raw[key], src, f"{path}.{key}", 0.0 if key in ("sd", "sigma") else None)
+    if kind == "lognormal" and kw["median"] <= 0:
+        raise _err(src, f"{path}.median", "must be positive")
+    if kind == "uniform" and kw["hi"] < kw["lo"]:
+        raise _err(src, f"{path}.hi", "must be >= lo")
+    for key in ("min", "max"):
+        if raw.get(key) is not None:
+            kw[key] = _num(raw[key], src, f"{path}.{key}")
+    if kw.get("min") is None:
+        kw["min"] = lo
+    if kw.get("max") is not None and kw["max"] < kw["min"]:
+        raise _err(src, f"{path}.max", "must be >= min")
+    return Dist(**kw)
+
+
+def _section(raw: Any, cls: type, src: str, path: str) -> Any:
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise _err(src, path, f"expected a mapping, got {raw!r}")
+    names = {f.name: f for f in fields(cls)}
+    kw: dict[str, Any] = {}
+    for key, value in raw.items():
+        p = f"{path}.{key}"
+        if key not in names:
+            raise _err(src, p, f"unknown key (expected one of {', '.join(sorted(names))})")
+        default = getattr(cls(), key)
+        if isinstance(default, Dist):
+            kw[key] = _dist(value, src, p)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise _err(src, p, f"expected true or false, got {value!r}")
+            kw[key] = value
+        elif isinstance(default, tuple):
+            if isinstance(value, str) or not isinstance(value, (list, tuple)) \
+                    or not all(isinstance(v, str) for v in value):
+                raise _err(src, p, "expected a list of strings")
+            kw[key] = tuple(value)
+        elif isinstance(default, str):
+            if not isinstance(value, str):
+                raise _err(src, p, f"expected a string, got {value!r}")
+            kw[key] = value
+        elif key in ("session_time_limit_s", "max_sessions"):
+            kw[key] = None if value is None else (int(_num(value, src, p, 1)) if key == "max_sessions"
+                                                   else _num(value, src, p, 0.001))
+        elif key in FAULTS or key == "word_error_rate":
+            kw[key] = _num(value, src, p, 0.0, 1.0)
+        elif isinstance(default, int):
+            kw[key] = int(_num(value, src, p, 0))
+        else:
+            kw[key] = _num(value, src, p, 0.0)
+    obj = cls(**kw)
+    if cls is Faults:
+        if obj.disconnect_mode not in ("abort", "close_1011"):
+            raise _err(src, f"{path}.disconnect_mode", "expected abort or close_1011")
+        if obj.malformed_kind not in ("text", "binary", "both"):
+            raise _err(src, f"{path}.malformed_kind", "expected text, binary or both")
+    return obj
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` wins; nested mappings merge; dotted keys ("faults.stall_response") address nesting."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(key, str) and "." in key:
+            head, rest = key.split(".", 1)
+            value, key = {rest: value}, head
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and "dist" not in value:
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def profile_from_dict(raw: dict[str, Any], src: str = "<profile>") -> Profile:
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{src}: expected a mapping at the top level")
+    kw: dict[str, Any] = {"source": src}
+    for key, value in raw.items():
+        if key in ("name", "description"):
+            if not isinstance(value, str):
+                raise _err(src, key, "expected a string")
+            kw[key] = value
+        elif key == "seed":
+            kw[key] = int(_num(value, src, key))
+        elif key == "first_audio_anchor":
+            if value not in ("speech_stopped", "speech_end"):
+                raise _err(src, key, "expected speech_stopped or speech_end")
+            kw[key] = value
+        elif key in ("first_audio_delay_ms", "response_created_delay_ms", "transcription_delay_ms"):
+            kw[key] = _dist(value, src, key)
+        elif key == "cadence_jitter_ms":
+            kw[key] = _dist(value, src, key, lo=-60_000.0)
+        elif key == "chunk_ms":
+            kw[key] = _dist(value, src, key, lo=10.0)
+        elif key == "audio_pace":
+            kw[key] = _dist(value, src, key, lo=0.1)
+        elif key == "reply_length_ms":
+            kw[key] = None if value is None else _dist(value, src, key, lo=100.0)
+        elif key == "vad_batch_ms":
+            kw[key] = int(_num(value, src, key, 10, 1000))
+        elif key == "rate_limits_event":
+            if not isinstance(value, bool):
+                raise _err(src, key, "expected true or false")
+            kw[key] = value
+        elif key == "transcription":
+            kw[key] = _section(value, TranscriptionConfig, src, key)
+        elif key == "faults":
+            kw[key] = _section(value, Faults, src, key)
+        elif key == "auth":
+            kw[key] = _section(value, AuthConfig, src, key)
+        else:
+            known = sorted(f.name for f in fields(Profile) if f.name != "source")
+            raise _err(src, key, f"unknown key (expected one of {', '.join(known)})")
+    return Profile(**kw)
+
+
+def profile_path(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    return PROFILE_DIR / f"{name_or_path}.yaml"
+
+
+def load_profile(name_or_path: str | Path | Profile | None = None, overrides: dict[str, Any] | None = None) -> Profile:
+    """A shipped profile by name (ideal, realistic, degraded, chaos) or a YAML file, plus overrides."""
+    if isinstance(name_or_path, Profile):
+        if not overrides:
+            return name_or_path
+        raise ProfileError("overrides need a profile name or file, not a Profile object")
+    path = profile_path(str(name_or_path or DEFAULT_PROFILE))
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        shipped = ", ".join(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
+        raise ProfileError(f"{path}: no such profile (shipped: {shipped})") from None
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{path}: expected a mapping at the top level")
+    raw.setdefault("name", path.stem)
+    if overrides:
+        raw = deep_merge(raw, overrides)
+    return profile_from_dict(raw, str(path))

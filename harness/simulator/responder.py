@@ -1,0 +1,328 @@
+"""Response generation and pacing: real speech from the reply bank, streamed like the service does.
+
+A response is planned once (reply, trim, chunking, per-chunk send instants, fault point) from seeded
+draws, then driven by timers: headers at ``response.created``, audio deltas interleaved with
+transcript deltas at ``audio_pace`` x real time, and the ``.done`` cascade. Cancellation and
+faults end it from any state with the same cascade, so the client always sees a well-formed
+sequence unless the fault is the point (stall, disconnect).
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .. import audio
+from ..protocol import events as ev
+from .actions import Action, Close, Record, Send, SendRaw, Timer
+from .truth import TurnTruth
+
+NS_PER_MS = 1_000_000
+OUTPUT_AUDIO_TOKENS_PER_S = 20  # pricing-page estimate (protocol §5)
+MALFORMED_TEXT = "{voiceload-simulator: deliberately malformed frame"
+MALFORMED_BINARY = b"\x00\xffvoiceload-simulator\xfe"
+
+
+class ReplyBank:
+    """The agent's speech (harness.simulator.replies) cut into base64 deltas once per format/chunk size."""
+
+    def __init__(self, replies: list[Any] | None = None) -> None:
+        self._replies = replies
+        self._chunks: dict[tuple[str, str, int], tuple[tuple[str, ...], tuple[float, ...]]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def replies(self) -> list[Any]:
+        if self._replies is None:
+            from .replies import load_replies
+
+            self._replies = list(load_replies())
+            if not self._replies:
+                raise RuntimeError("the reply bank is empty")
+        return self._replies
+
+    def preload(self, formats: tuple[str, ...], chunk_ms: int | None) -> None:
+        """Encode every reply in every format up front (and chunk it, if the chunk size is fixed)."""
+        for reply in self.replies:
+            for name in formats:
+                fmt = audio.output_format(name)
+                if chunk_ms:
+                    self.audio_chunks(reply, fmt, chunk_ms)
+                else:
+                    reply.encoded(fmt)
+
+    def choose(self, rng: random.Random, target_ms: float | None) -> tuple[Any, float]:
+        """A reply and how much of it to play: whole replies, or one at least ``target_ms`` long, trimmed."""
+        replies = self.replies
+        if target_ms is None:
+            reply = replies[rng.randrange(len(replies))]
+            return reply, duration_ms(reply)
+        long_enough = [r for r in replies if duration_ms(r) >= target_ms]
+        reply = rng.choice(long_enough) if long_enough else max(replies, key=duration_ms)
+        return reply, min(duration_ms(reply), target_ms)
+
+    def audio_chunks(self, reply: Any, fmt: audio.AudioFormat, chunk_ms: int) -> tuple[tuple[str, ...], tuple[float, ...]]:
+        """(base64 deltas, their durations in ms) for a whole reply (cached, shared by all sessions)."""
+        key = (reply.id, fmt.name, chunk_ms)
+        hit = self._chunks.get(key)
+        if hit is not None:
+            return hit
+        data = reply.encoded(fmt)
+        size = max(fmt.bytes_per_sample, fmt.bytes_for_ms(chunk_ms))
+        chunks = tuple(base64.b64encode(data[i:i + size]).decode("ascii") for i in range(0, len(data), size))
+        durs = tuple(fmt.ms_for_bytes(min(size, len(data) - i)) for i in range(0, len(data), size))
+        with self._lock:
+            self._chunks[key] = (chunks, durs)
+        return chunks, durs
+
+
+def duration_ms(reply: Any) -> float:
+    return len(reply.samples) * 1000.0 / audio.BASE_RATE
+
+
+def spread_words(text: str, n: int, keep_fraction: float = 1.0) -> tuple[list[str | None], str]:
+    """Split the words of ``text`` (the first ``keep_fraction`` of them) over ``n`` deltas, evenly."""
+    words = text.split()
+    words = words[: max(1 if words else 0, int(round(len(words) * min(1.0, keep_fraction))))]
+    deltas: list[str | None] = []
+    emitted = 0
+    for k in range(n):
+        upto = int(round(len(words) * (k + 1) / n)) if n else len(words)
+        if upto > emitted:
+            piece = " ".join(words[emitted:upto])
+            deltas.append(piece if emitted == 0 else " " + piece)
+            emitted = upto
+        else:
+            deltas.append(None)
+    return deltas, " ".join(words)
+
+
+@dataclass
+class ResponsePlan:
+    """Everything drawn up front for one response (all seeded)."""
+
+    created_at_ns: int
+    first_at_ns: int
+    pace: float
+    chunk_ms: int
+    jitter_ms: Callable[[], float]
+    reply: Any
+    keep_ms: float
+    fault: str | None = None
+    fault_fraction: float = 0.5
+    disconnect_abort: bool = True
+    malformed_kind: str = "both"
+    rate_limits_event: bool = False
+
+
+@dataclass
+class ResponseContext:
+    """What a response needs from its session (ids, conversation bookkeeping)."""
+
+    response_id: str
+    item_id: str
+    conversation_id: str
+    modalities: list[str]
+    out_fmt: audio.AudioFormat
+    voice: Any
+    input_audio_tokens: int
+    in_conversation: bool
+    previous_item_id: Callable[[], str | None]
+    on_item: Callable[[str, float], None]  # (item_id, audio ms so far): conversation bookkeeping
+    on_end: Callable[["ActiveResponse", int], list[Action]]  # may start a deferred response
+
+
+@dataclass
+class ActiveResponse:
+    """One response from ``response.created`` to ``response.done``: a small state machine."""
+
+    ctx: ResponseContext
+    plan: ResponsePlan
+    truth: TurnTruth
+    bank: ReplyBank
+    state: str = "pending"  # pending -> streaming -> done (or stalled)
+    sent: int = 0
+    audio_sent_ms: float = 0.0
+    text_sent: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        p, c = self.plan, self.ctx
+        self.audio = "audio" in c.modalities
+        if self.audio:
+            chunks, durs = self.bank.audio_chunks(p.reply, c.out_fmt, p.chunk_ms)
+            n = max(1, math.ceil(p.keep_ms / p.chunk_ms - 1e-9))
+            self.chunks, self.durs = chunks[:n], durs[:n]
+            self.deltas, self.transcript = spread_words(p.reply.text, len(self.chunks), p.keep_ms / duration_ms(p.reply))
+        else:
+            words = p.reply.text.split()
+            n = max(1, math.ceil(len(words) / 3))
+            self.chunks, self.durs = (), tuple(float(p.chunk_ms) for _ in range(n))
+            self.deltas, self.transcript = spread_words(p.reply.text, n)
+        due, t = [], 0.0
+        for i, d in enumerate(self.durs):
+            at = p.first_at_ns + int((t / p.pace + (p.jitter_ms() if i else 0.0)) * NS_PER_MS)
+            due.append(max(at, due[-1] if due else p.first_at_ns))
+            t += d
+        self.due = due
+        n = len(self.durs)
+        self.fault_at = min(n - 1, max(1, int(n * p.fault_fraction))) if p.fault and n > 1 else (0 if p.fault else -1)
+
+    # --- event helpers -----------------------------------------------------------------------------
+    def _ids(self) -> dict[str, Any]:
+        return {"response_id": self.ctx.response_id, "item_id": self.ctx.item_id, "output_index": 0, "content_index": 0}
+
+    def _part(self) -> dict[str, Any]:
+        text = "".join(self.text_sent)
+        return {"type": "audio", "transcript": text} if self.audio else {"type": "text", "text": text}
+
+    def _item(self, status: str, content: bool = True) -> dict[str, Any]:
+        return ev.message_item(self.ctx.item_id, "assistant", [self._part()] if content else [], status=status)
+
+    def _response(self, status: str, details: dict[str, Any] | None, output: list[dict[str, Any]]) -> dict[str, Any]:
+        c = self.ctx
+        text = "".join(self.text_sent)
+        out_tokens = round(self.audio_sent_ms / 1000.0 * OUTPUT_AUDIO_TOKENS_PER_S)
+        usage = ev.usage(input_audio_tokens=c.input_audio_tokens if status != "in_progress" else 0,
+                         output_audio_tokens=out_tokens, output_text_tokens=len(text.split()) * 4 // 3)
+        return ev.response_object(c.response_id, status=status, status_details=details, output=output,
+                                  usage_=usage, conversation_id=c.conversation_id, modalities=list(c.modalities),
+                                  voice=c.voice, output_audio_format=c.out_fmt.name)
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+    def start(self, now_ns: int) -> list[Action]:
+        """Timer for the headers (``response.created`` after the drawn delay)."""
+        return [Timer(self.plan.created_at_ns, self.on_created)]
+
+    def on_created(self, now_ns: int) -> list[Action]:
+        if self.state != "pending":
+            return []
+        self.state = "streaming"
+        out: list[Action] = self._headers()
+        if self.plan.rate_limits_event:  # documented right after response.created; not in the SDK enum
+            out.insert(1, Send(ev.server_event(ev.RATE_LIMITS_UPDATED, rate_limits=[
+                {"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 60.0},
+                {"name": "tokens", "limit": 100000, "remaining": 99000, "reset_seconds": 60.0}])))
+        out.append(Timer(self.due[0], self.on_chunk))
+        return out
+
+    def _headers(self) -> list[Action]:
+        c = self.ctx
+        out: list[Action] = [Send(ev.server_event(ev.RESPONSE_CREATED, response=self._response("in_progress", None, [])),
+                                  self.truth, "response_created")]
+        out.append(Send(ev.server_event(ev.OUTPUT_ITEM_ADDED, response_id=c.response_id, output_index=0,
+                                        item=self._item("in_progress", content=False))))
+        if c.in_conversation:
+            out.append(Send(ev.server_event(ev.ITEM_CREATED, previous_item_id=c.previous_item_id(),
+                                            item=self._item("in_progress", content=False))))
+            c.on_item(c.item_id, 0.0)
+        out.append(Send(ev.server_event(ev.CONTENT_PART_ADDED, **self._ids(), part=self._part())))
+        return out
+
+    def on_chunk(self, now_ns: int) -> list[Action]:
+        if self.state != "streaming":
+            return []
+        out: list[Action] = []
+        n = len(self.durs)
+        while self.sent < n and self.due[self.sent] <= now_ns:
+            if self.sent == self.fault_at:
+                return out + self._fault(now_ns)
+            i = self.sent
+            if self.audio:
+                out.append(Send(ev.server_event(ev.AUDIO_DELTA, **self._ids(), delta=self.chunks[i]), self.truth, "audio"))
+                self.audio_sent_ms += self.durs[i]
+                self.ctx.on_item(self.ctx.item_id, self.audio_sent_ms)
+            delta = self.deltas[i]
+            if delta is not None:
+                self.text_sent.append(delta)
+                etype = ev.AUDIO_TRANSCRIPT_DELTA if self.audio else ev.TEXT_DELTA
+                out.append(Send(ev.server_event(etype, **self._ids(), delta=delta),
+                                None if self.audio else self.truth, None if self.audio else "audio"))
+            self.sent += 1
+        if self.sent >= n:
+            return out + self.finish("completed", None, now_ns)
+        out.append(Timer(self.due[self.sent], self.on_chunk))
+        return out
+
+    def _fault(self, now_ns: int) -> list[Action]:
+        fault = self.plan.fault
+        self.truth.fault = fault
+        self.plan = _replace_fault(self.plan)  # one shot; malformed continues normally
+        self.fault_at = -1
+        if fault == "malformed_frame":
+            kind = self.plan.malformed_kind
+            out: list[Action] = []
+            if kind in ("text", "both"):
+                out.append(SendRaw(MALFORMED_TEXT))
+            if kind in ("binary", "both"):
+                out.append(SendRaw(MALFORMED_BINARY))
+            return out + self.on_chunk(now_ns)
+        if fault == "stall_response":
+            self.state = "stalled"
+            self.truth.status = "stalled"
+            return []
+        if fault == "disconnect_mid_response":
+            self.state = "done"
+            self.truth.status = "disconnected"
+            self.ctx.on_end(self, now_ns)  # the connection is closing: nothing new starts
+            abort = self.plan.disconnect_abort
+            return [Record(self.truth), Close(1011, "simulated server failure", abort=abort)]
+        # error_mid_turn
+        err = {"type": "server_error", "code": "server_error",
+               "message": "The server had an error while processing your request. Sorry about that!"}
+        out = [Send(ev.error_event(err["message"], code=err["code"], error_type="server_error"))]
+        return out + self.finish("failed", {"type": "failed", "error": err}, now_ns)
+
+    def cancel(self, reason: str, now_ns: int) -> list[Action]:
+        """Barge-in (``turn_detected``) or ``response.cancel`` (``client_cancelled``)."""
+        if self.state == "done":
+            return []
+        out: list[Action] = []
+        if self.state == "pending":  # cancelled before it was announced: announce it, then end it
+            self.state = "streaming"
+            out += self._headers()
+        return out + self.finish("cancelled", {"type": "cancelled", "reason": reason}, now_ns)
+
+    def finish(self, status: str, details: dict[str, Any] | None, now_ns: int) -> list[Action]:
+        self.state = "done"
+        c = self.ctx
+        item_status = "completed" if status == "completed" else "incomplete"
+        out: list[Action] = []
+        if self.audio:
+            out.append(Send(ev.server_event(ev.AUDIO_DONE, **self._ids())))
+            out.append(Send(ev.server_event(ev.AUDIO_TRANSCRIPT_DONE, **self._ids(), transcript="".join(self.text_sent))))
+        else:
+            out.append(Send(ev.server_event(ev.TEXT_DONE, **self._ids(), text="".join(self.text_sent))))
+        out.append(Send(ev.server_event(ev.CONTENT_PART_DONE, **self._ids(), part=self._part())))
+        item = self._item(item_status)
+        out.append(Send(ev.server_event(ev.OUTPUT_ITEM_DONE, response_id=c.response_id, output_index=0, item=item)))
+        out.append(Send(ev.server_event(ev.RESPONSE_DONE, response=self._response(status, details, [item])),
+                        self.truth, "done_sent"))
+        self.truth.status = status
+        self.truth.reason = (details or {}).get("reason")
+        self.truth.audio_sent_ms = self.audio_sent_ms
+        out.append(Record(self.truth))
+        return out + c.on_end(self, now_ns)
+
+    def abandon(self) -> list[Action]:
+        """The connection is gone: record what happened (stalled/in_progress becomes the status)."""
+        if self.state == "done":
+            return []
+        if self.state != "stalled":
+            self.truth.status = "disconnected"
+        self.state = "done"
+        self.truth.audio_sent_ms = self.audio_sent_ms
+        return [Record(self.truth)]
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("pending", "streaming", "stalled")
+
+
+def _replace_fault(plan: ResponsePlan) -> ResponsePlan:
+    import dataclasses
+
+    return dataclasses.replace(plan, fault=None)

@@ -1,0 +1,358 @@
+"""The simulator's I/O: a websockets asyncio server running one SimSession per connection.
+
+Messages are handed to the session straight from ``data_received`` (stamped with the instant their
+bytes arrived, before any queueing in this process), the session's actions are executed in order
+on the spot - sends are synchronous and non-blocking - and timers go on the event loop. A lag
+monitor samples event-loop drift every 50 ms: if the simulator is overloaded, its stats say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import gc
+import logging
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+import orjson
+from websockets.asyncio.server import ServerConnection, broadcast, serve
+from websockets.frames import DATA_OPCODES, Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+
+from .actions import Action, Close, Compute, Record, Send, SendRaw, Timer
+from .handshake import Handshake, check, reject
+from .profiles import Profile, load_profile, rng_for
+from .responder import ReplyBank
+from .session import SessionSetup, SimSession, SimStats
+from .transcribe import Transcriber
+from .truth import TruthLog
+from .wire import MESSAGE, FrameSplitter
+
+log = logging.getLogger("voiceload.simulator")
+PATH = "/voice-live/realtime"
+MAX_MESSAGE = 16 * 1024 * 1024
+LAG_INTERVAL_S = 0.05
+LAG_SAMPLES_KEPT = 72_000  # one hour of 50 ms samples
+PRELOAD_FORMATS = ("pcm16", "pcm16_8000hz", "pcm16_16000hz", "g711_ulaw", "g711_alaw")
+
+
+class _StampedConnection(ServerConnection):
+    """Hands every complete data message to the session straight from ``data_received``.
+
+    Bypassing websockets' receive queue (and one task wake-up per message) and, for plain data
+    frames, its parser (wire.py) is what lets one core carry hundreds of sessions streaming 20 ms
+    frames; it also stamps each message with the instant its bytes arrived. Control frames and
+    fragments still take websockets' normal path.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rx_mono = 0
+        self._rx_wall = 0
+        self._fragments: list[bytes] = []
+        self._splitter: FrameSplitter | None = None
+        self.verdict: Handshake | None = None
+        self.on_lost: Any = None
+        self.early: list[tuple[bytes, int, int]] = []  # messages that beat the handler to it
+        self.on_message: Any = self._keep_early  # (data: bytes, mono_ns, wall_ns) -> None
+
+    def _keep_early(self, data: bytes, mono: int, wall: int) -> None:
+        self.early.append((data, mono, wall))
+
+    def data_received(self, data: bytes) -> None:
+        self._rx_mono = mono = time.monotonic_ns()
+        self._rx_wall = wall = time.time_ns()
+        splitter = self._splitter
+        if splitter is None:
+            # Fast path from the first bytes after the upgrade (websockets' reader holds none yet).
+            if self.protocol.state is not State.OPEN or self.protocol.reader.buffer:
+                super().data_received(data)
+                return
+            splitter = self._splitter = FrameSplitter(MAX_MESSAGE)
+        if splitter.off or self.protocol.state is not State.OPEN:
+            super().data_received(data)
+            return
+        for kind, payload in splitter.feed(data):
+            if kind == MESSAGE and self.protocol.state is State.OPEN:
+                self.on_message(payload, mono, wall)
+            else:  # whole control frames / fragments: websockets' own handling
+                super().data_received(payload)
+
+    def process_event(self, event: Any) -> None:
+        if not isinstance(event, Frame) or event.opcode not in DATA_OPCODES:
+            super().process_event(event)
+            return
+        # Text and binary frames alike are JSON to the service (the SDK parses both): pass bytes on.
+        if event.opcode is not Opcode.CONT:
+            if event.fin:
+                self.on_message(bytes(event.data), self._rx_mono, self._rx_wall)
+                return
+            self._fragments = [bytes(event.data)]
+            return
+        self._fragments.append(bytes(event.data))
+        if event.fin:
+            data, self._fragments = b"".join(self._fragments), []
+            self.on_message(data, self._rx_mono, self._rx_wall)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.on_lost is not None:
+            self.on_lost()
+
+
+class _Link:
+    """Executes one session's actions on its socket, in order, synchronously, plus loop timers.
+
+    Sends go through ``broadcast`` (websockets' synchronous, non-blocking send): no task and no
+    await per frame, so the order of actions is the order on the wire by construction. A client
+    that stops reading is cut off once MAX_BUFFERED bytes pile up instead of growing memory forever.
+    """
+
+    MAX_BUFFERED = 64 * 1024 * 1024
+
+    def __init__(self, sim: "Simulator", ws: _StampedConnection, session: SimSession) -> None:
+        self.sim, self.ws, self.session = sim, ws, session
+        self.loop = asyncio.get_running_loop()
+        self.targets = (ws,)
+        self.timers: dict[int, asyncio.TimerHandle] = {}
+        self._next_timer = 0
+        self.closed = False
+        self.close_task: asyncio.Task[None] | None = None
+
+    def dispatch(self, actions: list[Action]) -> None:
+        sim = self.sim
+        for a in actions:
+            kind = type(a)
+            if kind is Send:
+                if self.closed:
+                    continue
+                data = orjson.dumps(a.event)
+                if a.truth is not None:
+                    a.truth.stamp(a.instant)  # type: ignore[arg-type]
+                broadcast(self.targets, data, text=True)
+                sim.messages_out += 1
+            elif kind is Timer:
+                key = self._next_timer
+                self._next_timer += 1
+                delay = (a.at_ns - time.monotonic_ns()) / 1e9
+                self.timers[key] = self.loop.call_later(max(0.0, delay), self._fire, key, a.fn)
+            elif kind is Record:
+                sim.truth.write(a.truth)
+            elif kind is Compute:
+                fut = self.loop.run_in_executor(sim.executor, a.work)
+                fut.add_done_callback(functools.partial(self._computed, a.then))
+            elif kind is SendRaw:
+                if not self.closed:
+                    broadcast(self.targets, a.data)
+            elif kind is Close:
+                if self.closed:
+                    continue
+                self.closed = True
+                if a.abort:
+                    self.ws.transport.abort()
+                else:
+                    self.close_task = asyncio.ensure_future(self.ws.close(a.code, a.reason))
+        transport = self.ws.transport
+        if not self.closed and transport.get_write_buffer_size() > self.MAX_BUFFERED:
+            log.warning("session %s: client is not reading, aborting", self.session.id)
+            self.closed = True
+            transport.abort()
+
+    def _computed(self, then: Any, fut: asyncio.Future[Any]) -> None:
+        if self.closed or fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            log.error("session %s: background work failed: %r", self.session.id, exc)
+            return
+        self.dispatch(then(fut.result(), time.monotonic_ns()))
+
+    def _fire(self, key: int, fn: Any) -> None:
+        self.timers.pop(key, None)
+        if not self.closed:
+            self.dispatch(fn(time.monotonic_ns()))
+
+    def shutdown(self) -> None:
+        self.closed = True
+        for h in self.timers.values():
+            h.cancel()
+        self.timers.clear()
+        for a in self.session.connection_lost():
+            if type(a) is Record:
+                self.sim.truth.write(a.truth)
+
+
+class Simulator:
+    """The embedded Voice Live simulator. ``await start()``/``await stop()`` on a running loop."""
+
+    def __init__(self, profile: str | Profile | None = None, *, truth_log: str | None = None, seed: int | None = None,
+                 host: str = "127.0.0.1", port: int = 0, overrides: dict[str, Any] | None = None,
+                 fixtures_dir: str = "audio_fixtures", replies: list[Any] | None = None) -> None:
+        self.profile = load_profile(profile, overrides)
+        self.seed = self.profile.seed if seed is None else int(seed)
+        self.host, self.port = host, port
+        self.truth = TruthLog(truth_log)
+        self.bank = ReplyBank(replies)
+        self.transcriber = Transcriber(fixtures_dir)
+        self.counters = SimStats()
+        self.handshakes = 0
+        self.rejected: dict[int, int] = {}
+        self.sessions_total = 0
+        self.sessions_active = 0
+        self.reserved = 0
+        self.messages_out = 0
+        self.lag_ms: deque[float] = deque(maxlen=LAG_SAMPLES_KEPT)
+        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sim-work")
+        self.started_at = 0.0
+        self._server: Any = None
+        self._lag_task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        # Everything slow happens before the first client: reply audio in every SDK output format,
+        # fixture fingerprints; then freeze what survives so GC never walks it again.
+        chunk = self.profile.chunk_ms
+        fixed = max(10, int(round(chunk.value / 10.0)) * 10) if chunk.kind == "fixed" else None
+        self.bank.preload(PRELOAD_FORMATS, fixed)
+        self.transcriber.preload()
+        gc.collect()
+        gc.freeze()
+        self._server = await serve(self._handler, self.host, self.port, process_request=self._process_request,
+                                   select_subprotocol=_select_subprotocol, compression=None, max_size=MAX_MESSAGE,
+                                   max_queue=None, create_connection=_StampedConnection, ping_interval=None,
+                                   open_timeout=30, close_timeout=5)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.started_at = time.monotonic()
+        self._lag_task = asyncio.create_task(self._lag_monitor())
+
+    async def stop(self) -> None:
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.truth.close()
+
+    async def _lag_monitor(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(LAG_INTERVAL_S)
+            self.lag_ms.append(max(0.0, (loop.time() - t0 - LAG_INTERVAL_S) * 1000.0))
+
+    # --- handshake ----------------------------------------------------------------------------------
+    async def _process_request(self, conn: _StampedConnection, request: Request) -> Response | None:
+        attempt = self.handshakes
+        self.handshakes += 1
+        verdict = check(request.path, request.headers, self.profile.auth)
+        f = self.profile.faults
+        if verdict.ok:
+            if f.max_sessions is not None and self.reserved >= f.max_sessions:
+                verdict = reject(429, "429", f"Too many concurrent sessions (limit {f.max_sessions}). Please retry "
+                                 f"after {f.retry_after_s:g} seconds.", [("Retry-After", f"{f.retry_after_s:g}")])
+            elif self.profile.fault_hits("handshake_429", attempt, seed=self.seed):
+                verdict = reject(429, "429", "Requests to the Voice Live API have exceeded the rate limit of your "
+                                 f"current tier. Please retry after {f.retry_after_s:g} seconds.",
+                                 [("Retry-After", f"{f.retry_after_s:g}")])
+            elif self.profile.fault_hits("handshake_503", attempt, seed=self.seed):
+                verdict = reject(503, "ServiceUnavailable", "The service is temporarily unable to process your "
+                                 "request. Please try again later.", [("Retry-After", f"{f.retry_after_s:g}")])
+        log.info("handshake %d: %s", attempt, verdict.describe())
+        if not verdict.ok:
+            self.rejected[verdict.status] = self.rejected.get(verdict.status, 0) + 1
+            resp = conn.respond(verdict.status, orjson.dumps(verdict.body).decode())
+            resp.headers["Content-Type"] = "application/json"
+            for k, v in verdict.headers:
+                resp.headers[k] = v
+            return resp
+        self.reserved += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.reserved -= 1
+
+        conn.on_lost = release
+        conn.verdict = verdict
+        if self.profile.fault_hits("slow_handshake", attempt, seed=self.seed):
+            await asyncio.sleep(f.slow_handshake_ms / 1000.0)
+        return None
+
+    # --- sessions -----------------------------------------------------------------------------------
+    async def _handler(self, ws: _StampedConnection) -> None:
+        verdict = ws.verdict
+        if verdict is None or ws.request is None or ws.request.path.split("?")[0].rstrip("/") != PATH:
+            await ws.close(1008, "unexpected connection")
+            return
+        index = self.sessions_total
+        self.sessions_total += 1
+        self.sessions_active += 1
+        setup = SessionSetup(api_version=verdict.api_version, model=verdict.model, agent=verdict.agent,
+                             session_index=index, seed=self.seed, profile=self.profile, bank=self.bank,
+                             transcriber=self.transcriber, stats=self.counters)
+        session = SimSession(setup, time.time_ns())
+        link = _Link(self, ws, session)
+        receive, dispatch = session.receive, link.dispatch
+
+        def on_message(data: bytes, mono: int, wall: int) -> None:
+            if link.closed:
+                return
+            try:
+                actions = receive(data, mono, wall)
+            except Exception:  # a bug must not take the server down; the client sees close 1011
+                log.exception("session %s crashed", session.id)
+                dispatch([Close(1011, "internal simulator error")])
+                return
+            if actions:
+                dispatch(actions)
+
+        try:
+            dispatch(session.start(time.monotonic_ns()))
+            ws.on_message = on_message
+            early, ws.early = ws.early, []
+            for data, mono, wall in early:
+                on_message(data, mono, wall)
+            await ws.wait_closed()
+        finally:
+            link.shutdown()
+            if link.close_task is not None and not link.close_task.done():
+                link.close_task.cancel()
+            self.sessions_active -= 1
+            if ws.on_lost is not None:
+                ws.on_lost()
+
+    # --- observability ------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        lag = np.fromiter(self.lag_ms, dtype=np.float64) if self.lag_ms else np.zeros(1)
+        c = self.counters
+        return {
+            "profile": self.profile.name, "seed": self.seed, "url": self.url,
+            "uptime_s": round(time.monotonic() - self.started_at, 3) if self.started_at else 0.0,
+            "handshakes": self.handshakes, "rejected": dict(self.rejected),
+            "sessions_total": self.sessions_total, "sessions_active": self.sessions_active,
+            "messages_in": c.messages_in, "messages_out": self.messages_out, "appends": c.appends,
+            "audio_in_s": round(c.audio_in_ms / 1000.0, 3), "turns_committed": c.turns_committed,
+            "responses": c.responses, "responses_by_status": dict(c.by_status), "faults": dict(c.faults),
+            "errors_sent": c.errors_sent, "truth_lines": self.truth.count,
+            "loop_lag_ms": {"samples": len(self.lag_ms), "p50": round(float(np.percentile(lag, 50)), 3),
+                            "p99": round(float(np.percentile(lag, 99)), 3), "max": round(float(lag.max()), 3)},
+        }
+
+
+def _select_subprotocol(conn: ServerConnection, offered: Any) -> str | None:
+    """Echo ``realtime`` if the client offers it; accept clients that offer nothing (the SDK)."""
+    return "realtime" if "realtime" in offered else None
+
+
+__all__ = ["Simulator", "PATH", "rng_for"]

@@ -1,0 +1,406 @@
+"""One connection's protocol state machine, sans I/O: client events in, actions out.
+
+``receive(data, recv_mono_ns, recv_wall_ns)`` and timer callbacks return lists of actions (send,
+send junk, timer, close, record truth); the server executes them in order, tests execute them with
+a fake clock. Everything random is drawn from ``rng_for(seed, session_index, n, purpose)``, so two
+runs with the same seed and the same audio make the same choices.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..protocol import events as ev
+from ..protocol import session as ps
+from .actions import Action, Close, Send, Timer
+from .conversation import Conversation
+from .profiles import Profile, rng_for
+from .responder import ActiveResponse, ReplyBank, ResponseContext, ResponsePlan
+from .transcribe import Transcriber, transcription_actions
+from .truth import TurnTruth
+from .vad_stream import InputAudio, SpeechEvent, vad_params
+
+NS_PER_MS = 1_000_000
+MIN_COMMIT_MS = 100.0
+INPUT_AUDIO_TOKENS_PER_S = 10
+RESPONSE_FAULTS = ("disconnect_mid_response", "error_mid_turn", "stall_response", "malformed_frame")
+APPEND_PREFIX = ev.append_message_prefix()
+_PREFIX_LEN = len(APPEND_PREFIX)
+CLIENT_EVENTS = (ev.SESSION_UPDATE, ev.INPUT_AUDIO_APPEND, ev.INPUT_AUDIO_COMMIT, ev.INPUT_AUDIO_CLEAR,
+                 ev.ITEM_CREATE, ev.ITEM_TRUNCATE, ev.ITEM_DELETE, ev.ITEM_RETRIEVE, ev.RESPONSE_CREATE,
+                 ev.RESPONSE_CANCEL)
+
+
+@dataclass
+class SimStats:
+    """Counters shared by every session of one simulator (single event loop: no locking)."""
+
+    messages_in: int = 0
+    appends: int = 0
+    audio_in_ms: float = 0.0
+    turns_committed: int = 0
+    responses: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    faults: dict[str, int] = field(default_factory=dict)
+    errors_sent: int = 0
+
+
+@dataclass
+class SessionSetup:
+    """Per-connection facts from the handshake plus the simulator-wide shared objects."""
+
+    api_version: str
+    model: str | None
+    agent: dict[str, Any] | None
+    session_index: int
+    seed: int
+    profile: Profile
+    bank: ReplyBank
+    transcriber: Transcriber
+    stats: SimStats = field(default_factory=SimStats)
+
+
+@dataclass
+class _Speech:
+    item_id: str
+    audio_start_ms: int  # onset - prefix padding (what speech_started reports)
+    onset_ms: int
+
+
+class SimSession:
+    def __init__(self, setup: SessionSetup, now_wall_ns: int) -> None:
+        self.s = setup
+        self.profile = setup.profile
+        limit = self.profile.faults.session_time_limit_s
+        self.config = ps.default_session(setup.api_version, model=setup.model, agent=setup.agent,
+                                         expires_at=now_wall_ns // 1_000_000_000 + int(limit or ps.DEFAULT_SESSION_S))
+        self.id: str = self.config["id"]
+        self.conversation_id = ev.new_id("conv")
+        self.input = InputAudio(ps.input_format_of(self.config), vad_params(self.config["turn_detection"]),
+                                self.profile.vad_batch_ms, keep_audio=self.config["input_audio_transcription"] is not None)
+        self.conv = Conversation(self._error)
+        self.response: ActiveResponse | None = None
+        self.speech: _Speech | None = None
+        self.last_speech: tuple[int, int] | None = None  # (onset, end) of the last run, manual mode
+        self.pending: TurnTruth | None = None  # committed user turn not answered yet
+        self.deferred: TurnTruth | None = None  # VAD turn waiting for the current response to end
+        self.turn_index = -1
+        self.response_seq = 0
+        self.closed = False
+
+    # --- entry points ----------------------------------------------------------------------------
+    def start(self, now_ns: int) -> list[Action]:
+        out: list[Action] = [Send(ev.server_event(ev.SESSION_CREATED, session=self.config))]
+        limit = self.profile.faults.session_time_limit_s
+        if limit:
+            out.append(Timer(now_ns + int(limit * 1e9), self._expire))
+        return out
+
+    def receive(self, data: str | bytes, recv_ns: int, recv_wall_ns: int) -> list[Action]:
+        if self.closed:
+            return []
+        self.s.stats.messages_in += 1
+        if isinstance(data, str):
+            data = data.encode()
+        # Hot path: the harness's own append frames (~15k/s at 300 sessions) skip the JSON parser.
+        end = len(data) - 2
+        if data.startswith(APPEND_PREFIX) and data.endswith(b'"}') and data.find(b'"', _PREFIX_LEN, end) < 0:
+            return self._append_b64(memoryview(data)[_PREFIX_LEN:end], None, recv_ns, recv_wall_ns)
+        try:
+            event = ev.parse(data)
+        except ev.ProtocolError as exc:
+            return self._error(f"Invalid event: {exc}", "invalid_json", None, None)
+        etype = event["type"]
+        eid = event.get("event_id")
+        if etype == ev.INPUT_AUDIO_APPEND:
+            return self._append(event, recv_ns, recv_wall_ns)
+        handler = _HANDLERS.get(etype)
+        if handler is None:
+            supported = ", ".join(f"'{t}'" for t in CLIENT_EVENTS)
+            return self._error(f"Invalid value: '{etype}'. Supported values are: {supported}.", "invalid_value", "type", eid)
+        return handler(self, event, recv_ns)
+
+    def connection_lost(self) -> list[Action]:
+        self.closed = True
+        r, self.response = self.response, None
+        if r is None:
+            return []
+        out = r.abandon()
+        if out:
+            self._on_end(r, 0)
+        return out
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _error(self, message: str, code: str | None, param: str | None, event_id: str | None,
+               error_type: str = "invalid_request_error") -> list[Action]:
+        self.s.stats.errors_sent += 1
+        return [Send(ev.error_event(message, code=code, param=param, error_type=error_type, event_id=event_id))]
+
+    @property
+    def vad_mode(self) -> bool:
+        return self.config["turn_detection"] is not None
+
+    def _td(self, key: str, default: Any) -> Any:
+        td = self.config["turn_detection"] or {}
+        return td.get(key, default)
+
+    def _expire(self, now_ns: int) -> list[Action]:
+        limit = self.profile.faults.session_time_limit_s or 0
+        out = self._error(f"Your session hit the maximum duration of {limit / 60:g} minutes.", "session_expired",
+                          None, None)
+        out += self.connection_lost()
+        return out + [Close(1001, "session expired")]
+
+    # --- session.update --------------------------------------------------------------------------
+    def _session_update(self, event: dict[str, Any], now_ns: int) -> list[Action]:
+        update = event.get("session")
+        eid = event.get("event_id")
+        if not isinstance(update, dict):
+            return self._error("Missing required parameter: 'session'.", "missing_required_parameter", "session", eid)
+        merged, issues = ps.merge_session(self.config, update, api_version=self.s.api_version)
+        if issues:
+            i = issues[0]
+            return self._error(i.message, i.code, f"session.{i.param}" if i.param else "session", eid)
+        old, self.config = self.config, merged
+        fmt = ps.input_format_of(merged)
+        if fmt != self.input.fmt or old["turn_detection"] != merged["turn_detection"]:
+            self.input.configure(fmt, vad_params(merged["turn_detection"]))
+            self.speech = None
+        self.input.keep_audio = merged["input_audio_transcription"] is not None
+        return [Send(ev.server_event(ev.SESSION_UPDATED, session=merged))]
+
+    # --- input audio -----------------------------------------------------------------------------
+    def _append(self, event: dict[str, Any], recv_ns: int, recv_wall_ns: int) -> list[Action]:
+        b64 = event.get("audio")
+        if not isinstance(b64, str):
+            return self._error("Missing required parameter: 'audio'.", "missing_required_parameter", "audio",
+                               event.get("event_id"))
+        return self._append_b64(b64, event.get("event_id"), recv_ns, recv_wall_ns)
+
+    def _append_b64(self, b64: str | bytes | memoryview, event_id: str | None, recv_ns: int, recv_wall_ns: int) -> list[Action]:
+        stats = self.s.stats
+        stats.appends += 1
+        before = self.input.position_ms
+        try:
+            speech = self.input.append(b64, recv_ns, recv_wall_ns)
+        except ValueError as exc:
+            return self._error(f"Invalid 'audio': {exc}", "invalid_value", "audio", event_id)
+        stats.audio_in_ms += self.input.position_ms - before
+        if not speech:
+            return []
+        out: list[Action] = []
+        for sev in speech:
+            out += self._on_speech(sev, recv_ns)
+        return out
+
+    def _on_speech(self, sev: SpeechEvent, now_ns: int) -> list[Action]:
+        if sev.kind == "started":
+            self.speech = _Speech(ev.new_id("item"), sev.audio_ms, sev.speech_ms)
+            if not self.vad_mode:
+                return []
+            out: list[Action] = [Send(ev.server_event(ev.SPEECH_STARTED, audio_start_ms=sev.audio_ms,
+                                                      item_id=self.speech.item_id))]
+            r = self.response
+            if r is not None and r.active and self._td("interrupt_response", True):
+                out += self._barge_in(r, now_ns)
+            return out
+        run, self.speech = self.speech, None
+        if run is None:
+            return []
+        if not self.vad_mode:
+            self.last_speech = (run.onset_ms, sev.speech_ms)
+            return []
+        truth = self._truth("vad", run.item_id, run.onset_ms, sev.speech_ms)
+        out = [Send(ev.server_event(ev.SPEECH_STOPPED, audio_end_ms=sev.audio_ms, item_id=run.item_id),
+                    truth, "speech_stopped_sent")]
+        self.input.commit(sev.audio_ms)
+        out += self._commit_turn(run.item_id, run.audio_start_ms, sev.speech_ms, truth, now_ns)
+        if not self._td("create_response", True):
+            self.pending = truth
+        elif self.response is not None and self.response.active:
+            self.deferred = truth  # interrupt_response false: answer once the current response ends
+        else:
+            out += self._start_response(truth, now_ns, {})
+        return out
+
+    def _barge_in(self, r: ActiveResponse, now_ns: int) -> list[Action]:
+        out = r.cancel("turn_detected", now_ns)
+        if self._td("auto_truncate", False) and r.audio:
+            first = r.truth.first_audio_sent_mono_ns
+            played = 0.0 if first is None else min(r.audio_sent_ms, max(0.0, (now_ns - first) / NS_PER_MS))
+            self.conv.set_audio(r.ctx.item_id, played)
+            out.append(Send(ev.server_event(ev.ITEM_TRUNCATED, item_id=r.ctx.item_id, content_index=0,
+                                            audio_end_ms=int(played))))
+        return out
+
+    def _truth(self, trigger: str, item_id: str | None, onset_ms: int | None, end_ms: int | None) -> TurnTruth:
+        t = TurnTruth(session_id=self.id, session_index=self.s.session_index, item_id=item_id, trigger=trigger,
+                      speech_start_audio_ms=onset_ms, speech_end_audio_ms=end_ms, turn_index=self.turn_index)
+        if end_ms is not None:
+            t.speech_end_recv_mono_ns, t.speech_end_recv_wall_ns = self.input.recv_instant(end_ms)
+        return t
+
+    def _commit_turn(self, item_id: str, seg_start_ms: float, speech_end_ms: float, truth: TurnTruth,
+                     now_ns: int) -> list[Action]:
+        """committed + conversation.item.created (+ transcription later) for a user audio turn."""
+        self.turn_index += 1
+        truth.turn_index = self.turn_index
+        self.s.stats.turns_committed += 1
+        prev = self.conv.add(item_id, "user")
+        item = ev.message_item(item_id, "user", [{"type": "input_audio", "transcript": None}])
+        out: list[Action] = [Send(ev.server_event(ev.COMMITTED, previous_item_id=prev, item_id=item_id)),
+                             Send(ev.server_event(ev.ITEM_CREATED, previous_item_id=prev, item=item))]
+        self._input_tokens = max(0, int((speech_end_ms - seg_start_ms) / 1000.0 * INPUT_AUDIO_TOKENS_PER_S))
+        if self.config["input_audio_transcription"] is not None:
+            out += self._transcribe(item_id, seg_start_ms, speech_end_ms, now_ns)
+        return out
+
+    def _transcribe(self, item_id: str, start_ms: float, end_ms: float, now_ns: int) -> list[Action]:
+        rng = rng_for(self.s.seed, self.s.session_index, self.turn_index, "transcription")
+        delay_ns = int(self.profile.transcription_delay_ms.sample(rng) * NS_PER_MS)
+        return transcription_actions(self.s.transcriber, self.input.segment(start_ms, end_ms),
+                                     self.input.fmt.sample_rate, rng, self.profile.transcription, item_id,
+                                     now_ns, delay_ns, lambda: not self.closed)
+
+    def _commit(self, event: dict[str, Any], now_ns: int) -> list[Action]:
+        out: list[Action] = []
+        for sev in self.input.flush():
+            out += self._on_speech(sev, now_ns)
+        if self.input.uncommitted_ms < MIN_COMMIT_MS:
+            return out + self._error(
+                "Error committing input audio buffer: buffer too small. Expected at least 100ms of audio, "
+                f"but buffer only has {self.input.uncommitted_ms:.2f}ms of audio.",
+                "input_audio_buffer_commit_empty", None, event.get("event_id"))
+        return out + self._manual_commit(now_ns)
+
+    def _manual_commit(self, now_ns: int) -> list[Action]:
+        start, end = self.input.buffer_start_ms, self.input.position_ms
+        run, self.speech = self.speech, None
+        onset, speech_end = None, None
+        if run is not None:  # still speaking: the speech runs to the end of the buffer
+            onset, speech_end = run.onset_ms, int(end)
+        elif self.last_speech and self.last_speech[1] >= start:
+            onset, speech_end = self.last_speech
+        item_id = run.item_id if run else ev.new_id("item")
+        truth = self._truth("manual", item_id, onset, speech_end)
+        self.input.commit()
+        self.input.restart_vad()
+        self.last_speech = None
+        self.pending = truth
+        return self._commit_turn(item_id, start, end, truth, now_ns)
+
+    def _clear(self, event: dict[str, Any], now_ns: int) -> list[Action]:
+        self.input.clear()
+        self.speech = None
+        return [Send(ev.server_event(ev.CLEARED))]
+
+    # --- responses -------------------------------------------------------------------------------
+    def _response_create(self, event: dict[str, Any], now_ns: int) -> list[Action]:
+        params = event.get("response") or {}
+        eid = event.get("event_id")
+        if not isinstance(params, dict):
+            return self._error("Invalid type for 'response': expected an object.", "invalid_type", "response", eid)
+        out: list[Action] = []
+        if self.deferred is not None:  # an explicit response.create answers the waiting turn
+            self.pending, self.deferred = self.pending or self.deferred, None
+        r = self.response
+        if r is not None and r.active:
+            if params.get("cancel_previous", True) is False:
+                return self._error(f"Conversation already has an active response in progress: {r.ctx.response_id}. "
+                                   "Wait until the response is finished before creating a new one.",
+                                   "conversation_already_has_active_response", None, eid)
+            out += r.cancel("client_cancelled", now_ns)
+        if not self.vad_mode and params.get("commit", True) is not False:
+            out += [a for sev in self.input.flush() for a in self._on_speech(sev, now_ns)]
+            if self.input.uncommitted_ms >= MIN_COMMIT_MS:
+                out += self._manual_commit(now_ns)
+        truth, self.pending = self.pending, None
+        if truth is None:
+            truth = self._truth("response.create", None, None, None)
+        return out + self._start_response(truth, now_ns, params)
+
+    def _start_response(self, truth: TurnTruth, now_ns: int, params: dict[str, Any]) -> list[Action]:
+        p, s = self.profile, self.s
+        seq = self.response_seq
+        self.response_seq += 1
+        rng = rng_for(s.seed, s.session_index, seq, "response")
+        created_ms = p.response_created_delay_ms.sample(rng)
+        first_ms = p.first_audio_delay_ms.sample(rng)
+        pace = p.audio_pace.sample(rng)
+        chunk_ms = max(10, int(round(p.chunk_ms.sample(rng) / 10.0)) * 10)
+        target = p.reply_length_ms.sample(rng) if p.reply_length_ms is not None else None
+        reply, keep_ms = s.bank.choose(rng_for(s.seed, s.session_index, seq, "reply"), target)
+        pre = params.get("pre_generated_assistant_message")
+        if isinstance(pre, dict):
+            texts = [c.get("text") for c in pre.get("content") or [] if isinstance(c, dict) and c.get("text")]
+            if texts:
+                reply = types.SimpleNamespace(id=reply.id, text=" ".join(texts), samples=reply.samples,
+                                              encoded=reply.encoded)
+        jitter_rng = rng_for(s.seed, s.session_index, seq, "jitter")
+        fault = next((f for f in RESPONSE_FAULTS if p.fault_hits(f, s.session_index, seq, s.seed)), None)
+        fraction = min(1.0, max(0.0, p.faults.fault_point.sample(rng_for(s.seed, s.session_index, seq, "fault_point"))))
+        created_at = now_ns + int(created_ms * NS_PER_MS)
+        anchor = now_ns
+        if p.first_audio_anchor == "speech_end" and truth.speech_end_recv_mono_ns is not None:
+            anchor = truth.speech_end_recv_mono_ns
+        plan = ResponsePlan(created_at_ns=created_at, first_at_ns=max(anchor + int(first_ms * NS_PER_MS), created_at),
+                            pace=pace, chunk_ms=chunk_ms, jitter_ms=lambda: p.cadence_jitter_ms.sample(jitter_rng),
+                            reply=reply, keep_ms=keep_ms, fault=fault, fault_fraction=fraction,
+                            disconnect_abort=p.faults.disconnect_mode == "abort",
+                            malformed_kind=p.faults.malformed_kind, rate_limits_event=p.rate_limits_event)
+        rid, item_id = ev.new_id("resp"), ev.new_id("item")
+        modalities = params.get("modalities") or self.config["modalities"]
+        try:
+            out_fmt = ps.output_format_of({"output_audio_format": params.get("output_audio_format")
+                                           or self.config["output_audio_format"]})
+        except ValueError as exc:
+            return self._error(str(exc), "invalid_value", "response.output_audio_format", None)
+        truth.response_id, truth.output_item_id = rid, item_id
+        truth.delay_anchor = p.first_audio_anchor
+        truth.injected_delay_ms, truth.created_delay_ms = first_ms, created_ms
+        truth.audio_pace, truth.chunk_ms, truth.reply_id = pace, chunk_ms, reply.id
+        ctx = ResponseContext(response_id=rid, item_id=item_id, conversation_id=self.conversation_id,
+                              modalities=list(modalities), out_fmt=out_fmt,
+                              voice=params.get("voice") or self.config["voice"],
+                              input_audio_tokens=getattr(self, "_input_tokens", 0),
+                              in_conversation=params.get("conversation", "auto") != "none",
+                              previous_item_id=lambda: self.conv.add(item_id, "assistant"),
+                              on_item=self.conv.set_audio, on_end=self._on_end)
+        self._input_tokens = 0
+        self.response = ActiveResponse(ctx, plan, truth, s.bank)
+        s.stats.responses += 1
+        return self.response.start(now_ns)
+
+    def _on_end(self, r: ActiveResponse, now_ns: int) -> list[Action]:
+        if self.response is r:
+            self.response = None
+        st = self.s.stats
+        st.by_status[r.truth.status] = st.by_status.get(r.truth.status, 0) + 1
+        if r.truth.fault:
+            st.faults[r.truth.fault] = st.faults.get(r.truth.fault, 0) + 1
+        if self.deferred is not None and not self.closed and self.response is None:
+            truth, self.deferred = self.deferred, None
+            return self._start_response(truth, now_ns, {})
+        return []
+
+    def _response_cancel(self, event: dict[str, Any], now_ns: int) -> list[Action]:
+        r = self.response
+        want = event.get("response_id")
+        if r is None or not r.active or (want and want != r.ctx.response_id):
+            return self._error("Cancellation failed: no active response found", "response_cancel_not_active", None,
+                               event.get("event_id"))
+        return r.cancel("client_cancelled", now_ns)
+
+_HANDLERS = {
+    ev.SESSION_UPDATE: SimSession._session_update,
+    ev.INPUT_AUDIO_COMMIT: SimSession._commit,
+    ev.INPUT_AUDIO_CLEAR: SimSession._clear,
+    ev.RESPONSE_CREATE: SimSession._response_create,
+    ev.RESPONSE_CANCEL: SimSession._response_cancel,
+    ev.ITEM_CREATE: lambda self, e, now: self.conv.create(e, now),
+    ev.ITEM_TRUNCATE: lambda self, e, now: self.conv.truncate(e, now),
+    ev.ITEM_DELETE: lambda self, e, now: self.conv.delete(e, now),
+    ev.ITEM_RETRIEVE: lambda self, e, now: self.conv.retrieve(e, now),
+}
