@@ -114,8 +114,20 @@ def run_scenario(scenario: Any, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: --duration: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    for w in _target_warnings(scenario, args.target):
+    problems = _override_problems(args, duration)
+    try:
+        warnings = _target_warnings(scenario, args.target)
+    except ValueError as exc:  # --target URL refused (bad scheme, secret in the URL...)
+        problems.append(str(exc))
+        warnings = []
+    for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
+    if not problems:
+        problems = _credential_problems(scenario, args.target)
+    if problems:
+        for p in problems:
+            print(f"error: {auth.redact(p)}", file=sys.stderr)
+        return EXIT_USAGE
     plan = make_plan(scenario.load, users=args.users, spawn_rate=args.spawn_rate, duration_s=duration)
     try:
         out = RunOutput(scenario, out_dir=args.out)
@@ -132,6 +144,7 @@ def run_scenario(scenario: Any, args: argparse.Namespace) -> int:
                                 run_id=out.run_id, sessions_per_user=args.sessions_per_user,
                                 kernel_stamps=args.kernel_timestamps, progress=progress, seed=args.seed or 0,
                                 recording_dir=str(out.dir / "recordings"))
+            out.on_write_error = lambda _msg: runner.stop()  # disk full mid-run: stop, keep what is on disk
             summary = runner.run()
     except Exception as exc:
         out.note(f"run aborted: {type(exc).__name__}: {exc}")
@@ -141,6 +154,11 @@ def run_scenario(scenario: Any, args: argparse.Namespace) -> int:
     if summary.get("breakpoint"):
         out.meta["breakpoint"] = summary["breakpoint"]
     paths = out.finish(self_check=self_check(runner))
+    if out.write_error is not None:
+        print(f"error: {out.write_error}; the run was stopped early: {out.turns.count} turn and "
+              f"{out.sessions.count} session records are on disk, {out.lost['turns']} turn and "
+              f"{out.lost['sessions']} session records were lost", file=sys.stderr)
+        return EXIT_USAGE
     print(f"report: {paths.get('report.html', out.dir / 'report.html')}")
     return _thresholds(out.dir, scenario.thresholds, args.junit)
 
@@ -174,11 +192,41 @@ def _thresholds(run_dir: Any, thresholds: list[str], junit: str | None) -> int:
     return run_check(run_dir, thresholds, junit)
 
 
-def _target_warnings(scenario: Any, override: str | None) -> list[str]:
+def _targets(scenario: Any, override: str | None) -> list[Any]:
+    """The real (non-embedded) targets a run will connect to; ValueError for a bad --target URL."""
     from .protocol import endpoint as ep
 
-    targets = [ep.parse_target_url(override)] if override else [t.target for t in scenario.targets if t.target]
-    return [w for t in targets for w in t.warnings()]
+    return [ep.parse_target_url(override)] if override else [t.target for t in scenario.targets if t.target]
+
+
+def _target_warnings(scenario: Any, override: str | None) -> list[str]:
+    """Each warning names its target, so a scenario with several targets says which one is meant."""
+    return [f"target {t.name!r}: {w}" for t in _targets(scenario, override) for w in t.warnings()]
+
+
+def _override_problems(args: argparse.Namespace, duration: float | None) -> list[str]:
+    """Command-line load overrides get the same bounds as the scenario's load section."""
+    from .scenario import MAX_USERS
+
+    checks = (("--users", args.users, 1, MAX_USERS, ""), ("--spawn-rate", args.spawn_rate, 0.01, 1000, "/s"),
+              ("--duration", duration, 1, 7 * 24 * 3600, " s"),
+              ("--sessions-per-user", args.sessions_per_user, 1, 1_000_000, ""))
+    return [f"{flag}: must be between {lo:.15g}{unit} and {hi:.15g}{unit}, got {float(value):.15g}{unit}"
+            for flag, value, lo, hi, unit in checks if value is not None and not lo <= value <= hi]
+
+
+def _credential_problems(scenario: Any, override: str | None) -> list[str]:
+    """Resolve every credential once before load starts: a missing variable (or `az login`) is refused
+    here with exit 2, not discovered by every session of the run."""
+    from . import auth
+
+    out = []
+    for t in _targets(scenario, override):
+        try:
+            auth.CredentialProvider(t.auth).check()
+        except auth.AuthError as exc:
+            out.append(f"target {t.name!r}: {exc}")
+    return out
 
 
 # -- validate ------------------------------------------------------------------------------------------

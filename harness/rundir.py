@@ -3,10 +3,15 @@
 Layout: ``turns.jsonl`` and ``sessions.jsonl`` (appended and flushed per record), ``run.json``
 (rewritten at start and end), then ``turns.csv``, ``summary.csv`` and ``report.html`` at the end.
 Both the engine runner and the Locust master write through this one class.
+
+If the disk fills (or the directory goes away) mid-run, nothing raises into the load generator:
+the first failure is kept in ``write_error``, ``on_write_error`` is called once (the CLI stops the
+run with it), later records are counted in ``lost`` and ``finish()`` closes what it can.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -15,7 +20,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import auth
 from .records import RecordWriter, SessionRecord, TurnRecord
@@ -67,8 +72,13 @@ class RunOutput:
         self.t0 = time.monotonic()
         self.t0_wall = time.time()
         self.finished = False
+        self.write_error: str | None = None
+        self.lost = {"turns": 0, "sessions": 0}
+        self.on_write_error: Callable[[str], None] | None = None
 
     def _check_writable(self) -> None:
+        if self.dir.exists() and not self.dir.is_dir():
+            raise OutputError(f"output directory {self.dir} exists and is not a directory")
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             probe = self.dir / ".write-test"
@@ -89,13 +99,28 @@ class RunOutput:
         for key in ("error", "input_transcript", "response_transcript"):
             if isinstance(data.get(key), str) and data[key]:
                 data[key] = auth.redact(data[key])
-        self.turns.write(data)
+        self._write(self.turns, data, "turns")
 
     def add_session(self, rec: SessionRecord | dict[str, Any]) -> None:
         data = rec if isinstance(rec, dict) else rec.to_dict()
         if isinstance(data.get("error"), str) and data["error"]:
             data["error"] = auth.redact(data["error"])
-        self.sessions.write(data)
+        self._write(self.sessions, data, "sessions")
+
+    def _write(self, writer: RecordWriter, data: dict[str, Any], kind: str) -> None:
+        if self.write_error is None:
+            try:
+                writer.write(data)
+                return
+            except OSError as exc:
+                self._failed(writer.path, exc)
+        self.lost[kind] += 1
+
+    def _failed(self, path: Path, exc: OSError) -> None:
+        if self.write_error is None:
+            self.write_error = f"cannot write {path}: {exc.strerror or exc}"
+            if self.on_write_error is not None:
+                self.on_write_error(self.write_error)
 
     def note(self, text: str) -> None:
         self.meta["notes"].append(auth.redact(text))
@@ -110,16 +135,29 @@ class RunOutput:
         if self.finished:
             return {}
         self.finished = True
-        self.turns.close()
-        self.sessions.close()
+        for writer in (self.turns, self.sessions):
+            try:
+                writer.close()
+            except OSError as exc:
+                self._failed(writer.path, exc)
+                with contextlib.suppress(OSError):
+                    writer._fh.close()  # flush failed: release the descriptor anyway
         self.meta["ended"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         self.meta["duration_s"] = round(time.monotonic() - self.t0, 1)
         self.meta["records"] = {"turns": self.turns.count, "sessions": self.sessions.count}
         if self_check:
             self.meta["self_check"].update(self_check)
-        self._write_meta()
-        if not write_report:
-            return {}
+        if self.write_error is not None:
+            self.meta["write_error"] = self.write_error
+            self.meta["records_lost"] = dict(self.lost)
+        try:
+            self._write_meta()
+        except OSError as exc:
+            self._failed(self.dir / "run.json", exc)
+            with contextlib.suppress(OSError):
+                (self.dir / "run.json.tmp").unlink()
+        if not write_report or self.write_error is not None:
+            return {}  # `voiceload report DIR` rebuilds the tables once there is room again
         from .report.html import write_all
 
         return write_all(self.dir)

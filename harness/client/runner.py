@@ -23,6 +23,10 @@ from ..scenario import Scenario
 from ..shapes import ShapePlan
 from .session import CallerSession, Endpoint, SessionOptions
 
+#: A user whose sessions cannot even start a turn (refused, 401, DNS, TLS...) waits 1, 2, 4... s
+#: (at most this long) before its next session instead of hammering the target in a tight loop.
+MAX_USER_BACKOFF_S = 10.0
+
 
 @dataclass
 class LiveStats:
@@ -96,6 +100,7 @@ class LoadRunner:
             self._drive()
         finally:
             self.stopping = True
+            self._stop.set()  # wakes users backing off after failed sessions
             self._retire_all(graceful=True)
             self.pool.join(timeout=self.sc.load.stop_timeout_s)
             self.pool.kill(block=True, timeout=5)
@@ -155,14 +160,18 @@ class LoadRunner:
     def _user_loop(self, uid: int) -> None:
         me = gevent.getcurrent()
         lo, hi = self.sc.load.think_time_s
+        failures = 0
         for j in itertools.count():
             if self.stopping or id(me) in self._retiring:
                 return
             if self.sessions_per_user is not None and j >= self.sessions_per_user:
                 return
             endpoint = self.endpoints[(uid + j) % len(self.endpoints)]
-            self.run_one(endpoint, retiring=lambda: id(me) in self._retiring)
-            if hi > 0 and not self.stopping:
+            rec = self.run_one(endpoint, retiring=lambda: id(me) in self._retiring)
+            failures = failures + 1 if rec.turns_attempted == 0 and rec.outcome != "ok" else 0
+            if failures and not self.stopping:
+                self._stop.wait(min(MAX_USER_BACKOFF_S, 2.0 ** (failures - 1)))
+            elif hi > 0 and not self.stopping:
                 gevent.sleep(lo + (hi - lo) * ((uid * 7919 + j * 104729) % 1000) / 1000)
 
     def run_one(self, endpoint: Endpoint, retiring: Callable[[], bool] = lambda: False) -> SessionRecord:
@@ -172,17 +181,19 @@ class LoadRunner:
                               on_record=self._turn, active_sessions=lambda: self.active,
                               stopping=lambda: self.stopping, recording_dir=self.recording_dir)
         session = CallerSession(self.sc, endpoint, opts)
+        rec = session.record  # what run() returns; also filled in ("aborted") when the greenlet is killed
         self.active += 1
         try:
-            rec = session.run()
+            session.run()
         finally:
+            # In `finally`: a session killed at the end of stop_timeout still gets its one record.
             self.active -= 1
             if session.transport is not None and session.transport.stamp_delays_ns:
                 self.stamp_delays_ns.extend(session.transport.stamp_delays_ns)
-        self.stats.sessions += 1
-        self.stats.rejected += rec.outcome == "rejected"
-        self.session_records.append(rec)
-        self.on_session(rec)
+            self.stats.sessions += 1
+            self.stats.rejected += rec.outcome == "rejected"
+            self.session_records.append(rec)
+            self.on_session(rec)
         return rec
 
     def _turn(self, rec: TurnRecord) -> None:

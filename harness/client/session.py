@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import gevent
 import gevent.event
 
-from .. import audio, fixtures
+from .. import audio, auth, fixtures
 from ..metrics import TurnContext, build_turn_record
 from ..protocol import events as ev
 from ..records import SessionRecord, TurnRecord
@@ -28,6 +29,10 @@ from .transport import ConnectError, Transport, WALL_MINUS_MONO_NS, connect
 NS = 1_000_000
 MAX_CONNECT_ATTEMPTS = 4
 MAX_RETRY_AFTER_S = 30.0
+# Diagnostic event logs are capped: a server flooding events (or errors) must not grow memory without bound.
+MAX_SESSION_EVENTS = 1000
+MAX_TURN_EVENTS = 2000
+MAX_SESSION_ERRORS = 100
 NOISE_VARIANTS = 8  # distinct noise realisations shared by all sessions (memory stays per-fixture, not per-session)
 
 
@@ -80,6 +85,8 @@ class CallerSession:
         self.out_fmt = audio.output_format(s.get("output_audio_format", "pcm16"))
         self.expect_audio = "audio" in (s.get("modalities") or ["text", "audio"])
         self.timeline = SessionTimeline(voiced=self._voiced, on_turn_event=self._on_turn_event)
+        self.timeline.session_events = deque(maxlen=MAX_SESSION_EVENTS)  # type: ignore[assignment]
+        self.timeline.session_errors = deque(maxlen=MAX_SESSION_ERRORS)  # type: ignore[assignment]
         self.transport: Transport | None = None
         self.mic: Mic | None = None
         self.changed = gevent.event.Event()
@@ -124,7 +131,7 @@ class CallerSession:
                                          open_timeout=self.ep.open_timeout_s, kernel_stamps=self.opt.kernel_stamps)
                 break
             except ConnectError as exc:
-                rec.http_status, rec.error = exc.status, str(exc)[:500]
+                rec.http_status, rec.error = exc.status, auth.diagnose(exc)[:500]
                 retryable = exc.status in (429, 503) or exc.kind in ("timeout",)
                 if not retryable or attempt == MAX_CONNECT_ATTEMPTS or self.opt.stopping():
                     rec.outcome = "rejected" if exc.status else "connect_error"
@@ -204,7 +211,7 @@ class CallerSession:
         utt = Utterance(frames=_messages(fs.frames), chunk_ms=a.chunk_ms, speech_start_ms=fs.speech_start_ms,
                         speech_end_ms=fs.speech_end_ms)
         turn = TurnTimeline(index=i, fixture=fixture.id, text=fixture.text, kind=kind, interrupted=interrupted,
-                            utterance=utt)
+                            utterance=utt, events=deque(maxlen=MAX_TURN_EVENTS))  # type: ignore[arg-type]
         self.record.turns_attempted += 1
         self.mic.play(utt)
         utt.started.wait(5.0)
@@ -282,6 +289,10 @@ class CallerSession:
             if closed_by_server and rec.outcome == "ok":
                 rec.outcome = "disconnected"
                 rec.error = rec.error or (info.error if info and info.error else f"server closed {rec.close_code}")
+        errors = self.timeline.session_errors
+        if errors and not rec.error:  # error events no turn owned (before the first turn, between turns)
+            n = f"{len(errors)}+" if len(errors) == MAX_SESSION_ERRORS else str(len(errors))
+            rec.error = f"{n} server error event(s) outside any turn; last: {errors[-1][1]}"[:500]
         if self.timeline.closed_ns is None:
             self.timeline.close(time.monotonic_ns(), "session ended")
         self._emit_ready(final=True)
