@@ -151,6 +151,9 @@ def _check_wav(fx: Fixture, shown: str, where: str) -> None:
         got = f"{info.samplerate} Hz, {info.channels} channel(s), {info.subtype}"
         raise FixtureError(shown, f"{where}.file", f"{fx.file}: expected 24000 Hz mono PCM_16, got {got}")
     ms = info.frames * 1000 // info.samplerate
+    if ms > MAX_SECONDS * 1000:
+        raise FixtureError(shown, f"{where}.duration_ms", f"too long: {fx.file} is {ms / 1000:.1f} s > "
+                                                          f"{MAX_SECONDS:.0f} s (one utterance per fixture)")
     if abs(ms - fx.duration_ms) > 1:
         raise FixtureError(shown, f"{where}.duration_ms", f"{fx.duration_ms} does not match {fx.file} ({ms} ms)")
 

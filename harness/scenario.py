@@ -113,6 +113,9 @@ def load_scenario(path: str | os.PathLike[str], *, env: dict[str, str] | None = 
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ScenarioError(file, [("", f"cannot read file: {exc.strerror or exc}")]) from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(file, [("", f"not UTF-8 text (byte {exc.start}: {exc.reason}); is this a scenario "
+                                         f"file?")]) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -127,6 +130,9 @@ def parse_scenario(data: Any, file: str, *, env: dict[str, str] | None = None,
     p = s.Problems([])
     if not isinstance(data, dict):
         raise ScenarioError(file, [("", f"expected a mapping at the top level, got {type(data).__name__}")])
+    if s.too_large(data):
+        raise ScenarioError(file, [("", f"too large: more than {s.MAX_NODES} values once YAML aliases are "
+                                        f"expanded")])
     data = s.interpolate(data, "", p, env)
     s.check_keys(data, ("name", "description", "target", "targets", "session", "conversation", "audio", "load",
                         "thresholds", "fixtures_dir"), "", p)

@@ -61,6 +61,24 @@ def interpolate(value: Any, path: str, problems: Problems, env: dict[str, str] |
     return out
 
 
+MAX_NODES = 100_000  # a scenario is a page of YAML; aliases nested 6 deep would expand to millions
+
+
+def too_large(value: Any, limit: int = MAX_NODES) -> bool:
+    """True if the document has more than ``limit`` values counting every alias expansion (stops early)."""
+    stack, seen = [value], 0
+    while stack:
+        v = stack.pop()
+        seen += 1
+        if seen > limit:
+            return True
+        if isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
+
+
 def join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 

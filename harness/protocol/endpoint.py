@@ -132,6 +132,9 @@ class Target:
             out.append(f"target.endpoint: scheme must be https, wss, http or ws, got {p.scheme or 'none'!r}")
         elif not p.hostname:
             out.append(f"target.endpoint: no host in {display_url(self.endpoint)!r}")
+        elif p.username or p.password:
+            out.append("target.endpoint: no credentials in the URL (user:password@host); use target.auth with an "
+                       "environment variable")
         elif p.path.rstrip("/").endswith(REALTIME_PATH):
             out.append(f"target.endpoint: give the resource endpoint without {REALTIME_PATH} "
                        f"(it is appended, the path would be doubled)")

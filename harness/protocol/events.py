@@ -113,7 +113,7 @@ def base64_decoded_len(b64: str) -> int:
     if n == 0:
         return 0
     pad = 2 if b64.endswith("==") else (1 if b64.endswith("=") else 0)
-    return n * 3 // 4 - pad
+    return max(0, n * 3 // 4 - pad)  # "=" alone is not -1 bytes
 
 
 # --- client builders ---------------------------------------------------------------------------
