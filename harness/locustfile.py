@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+
+import gevent
 import sys
 import threading
 from contextlib import ExitStack
@@ -24,6 +26,7 @@ from locust.runners import MasterRunner, WorkerRunner  # noqa: E402
 
 from harness import auth  # noqa: E402
 from harness.client.endpoints import open_endpoints  # noqa: E402
+from harness.client.runner import MAX_USER_BACKOFF_S  # noqa: E402
 from harness.client.session import CallerSession, SessionOptions, prepare  # noqa: E402
 from harness.records import SessionRecord, TurnRecord  # noqa: E402
 from harness.scenario import ScenarioError, load_scenario  # noqa: E402
@@ -105,6 +108,13 @@ def _init(environment, **_kw) -> None:
         log.error("%s", exc)
         sys.exit(2)
     log.info("voiceload: scenario %s, records in %s", STATE.scenario.name, STATE.output.dir)
+
+    def _write_failed(message: str) -> None:  # e.g. the disk filled up: stop rather than lose records silently
+        log.error("voiceload: cannot write records (%s); stopping the run", message)
+        environment.process_exit_code = 2
+        gevent.spawn(runner.quit)
+
+    STATE.output.on_write_error = _write_failed
     if isinstance(runner, MasterRunner):
         runner.register_message("voiceload_flush", lambda env, msg: _receive(msg.node_id, msg.data))
 
@@ -133,6 +143,7 @@ class VoiceUser(User):
     """One synthetic caller; each task is one complete session of the scenario's conversation."""
 
     wait_time = between(0, 0)
+    _failures = 0
 
     def on_start(self) -> None:
         _ensure_endpoints(self.environment)
@@ -148,12 +159,17 @@ class VoiceUser(User):
                               session_id=f"{worker}-{n}", seed=n, on_record=self._turn,
                               active_sessions=lambda: STATE.active, stopping=lambda: STATE.stopping,
                               recording_dir=_recording_dir(self.environment))
+        session = CallerSession(sc, endpoint, opts)
         STATE.active += 1
         try:
-            rec = CallerSession(sc, endpoint, opts).run()
-        finally:
+            session.run()
+        finally:  # also when Locust kills the user at stop-timeout: the session record is never lost
             STATE.active -= 1
-        self._session(rec)
+            self._session(session.record)
+        rec = session.record
+        self._failures = self._failures + 1 if rec.turns_attempted == 0 and rec.outcome != "ok" else 0
+        if self._failures:  # a target that refuses us is not hammered in a tight loop
+            gevent.sleep(min(MAX_USER_BACKOFF_S, 2.0 ** (self._failures - 1)))
 
     def _turn(self, rec: TurnRecord) -> None:
         fire = self.environment.events.request.fire
@@ -262,7 +278,8 @@ def _quitting(environment, **_kw) -> None:
 
         junit = environment.parsed_options.voiceload_junit or None
         rc = run_check(STATE.output.dir, STATE.scenario.thresholds, junit)
-        environment.process_exit_code = BREACH_EXIT_CODE if rc else 0
+        if not getattr(STATE.output, "write_error", None):  # a lost-records exit (2) must not turn green
+            environment.process_exit_code = BREACH_EXIT_CODE if rc else 0
 
 
 class VoiceloadShape(LoadTestShape):
