@@ -32,8 +32,6 @@ from harness.simulator import SimulatorProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
-TRANSPORT_PATCH = ("transport.py: record the code of a connection *we* failed (1009/1002) and 1006 for a "
-                   "peer that vanished without a close frame (docs/reliability.md, 'Proposed patches')")
 
 
 def _scenario(fixtures: list[str], **load: Any):
@@ -231,13 +229,6 @@ OTHER: dict[str, Fault] = {
 }
 ALL = {**{k: v[1] for k, v in SCRIPTS.items()}, **{k: v[3] for k, v in RAW.items()}, **OTHER}
 
-# Where the transport (not ours to edit) records the wrong close code or no code: the classification
-# tests pass, the close-code tests are expected to fail until the proposed transport patch lands.
-CODE_XFAIL = {"fin_without_close_frame", "message_32mib", "message_32mib_fragmented", "message_32mib_then_deaf",
-              "invalid_close_code"}
-# The server never answers our 1009 close: the current transport keeps waiting for EOF, so the turn
-# runs into its timeout and the session looks "ok".
-CLASS_XFAIL = {"message_32mib_then_deaf"}
 OPEN_TIMEOUT_S = 0.5
 HEALTHY_SESSIONS = 2
 
@@ -329,12 +320,7 @@ def _session_of(batch: dict, target: str) -> dict:
     return rows[0]
 
 
-def _params(names, xfail: set[str]) -> list[Any]:
-    return [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=TRANSPORT_PATCH)) if n in xfail else n
-            for n in names]
-
-
-@pytest.mark.parametrize("name", _params(sorted(ALL), CLASS_XFAIL))
+@pytest.mark.parametrize("name", sorted(ALL))
 def test_fault_is_classified(batch, name):
     """Session outcome, turn reason and error text of each fault, read back from the JSONL files."""
     want = ALL[name]
@@ -353,7 +339,7 @@ def test_fault_is_classified(batch, name):
         assert want.error.lower() in carrier["error"].lower(), carrier["error"]
 
 
-@pytest.mark.parametrize("name", _params(sorted(n for n, f in ALL.items() if f.close_code), CODE_XFAIL))
+@pytest.mark.parametrize("name", sorted(n for n, f in ALL.items() if f.close_code))
 def test_fault_close_code_is_recorded(batch, name):
     srec = _session_of(batch, name)
     assert srec["close_code"] == ALL[name].close_code, srec
@@ -425,9 +411,6 @@ def test_whole_batch_is_quick(batch):
     assert batch["wall_s"] < 30, batch["wall_s"]
 
 
-@pytest.mark.xfail(strict=True, reason="transport.py: gevent.ssl.create_default_context is the stdlib function; "
-                                       "its blocking handshake freezes the hub unless the process is "
-                                       "monkey-patched (docs/reliability.md, 'Proposed patches')")
 def test_tls_handshake_never_blocks_other_sessions_and_honours_open_timeout(tmp_path):
     """A wss:// server that accepts TCP but answers the TLS handshake only after 1.5 s."""
     from harness.client.transport import ConnectError, connect
@@ -455,10 +438,6 @@ def test_tls_handshake_never_blocks_other_sessions_and_honours_open_timeout(tmp_
     assert max(gaps) < 0.2, max(gaps)
 
 
-@pytest.mark.xfail(strict=True, reason="transport.py: the stdlib SSLSocket that gevent.ssl.create_default_context "
-                                       "yields reads in blocking mode, so one quiet wss:// connection stops every "
-                                       "other session of a process that is not monkey-patched "
-                                       "(docs/reliability.md, 'Proposed patches')")
 def test_a_quiet_wss_connection_never_blocks_other_sessions(tmp_path, monkeypatch):
     """The certificate is trusted through SSL_CERT_FILE; the server answers the upgrade, then says
     nothing for 1.5 s: meanwhile the hub must keep running other greenlets."""

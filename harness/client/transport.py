@@ -8,9 +8,12 @@ gevent's socket/ssl explicitly, so it is cooperative with or without monkey patc
 
 from __future__ import annotations
 
+import os
+import random
 import socket as _stdsocket
 import struct
 import time
+from array import array
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -23,12 +26,42 @@ from websockets.datastructures import Headers
 from websockets.exceptions import InvalidStatus
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
+from websockets.protocol import State
 from websockets.uri import parse_uri
+
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # pure-Python websockets build
+    from websockets.utils import apply_mask
 
 SO_TIMESTAMPNS = getattr(_stdsocket, "SO_TIMESTAMPNS", 35)  # Linux value; Python does not export it
 _TIMESPEC = struct.Struct("@ll")
-READ_SIZE = 262144
+# 64 KB, not more: CPython allocates the full size per recv() and larger blocks go through
+# mmap/munmap, which cost ~9 µs per read (measured); websockets reassembles bigger messages anyway.
+READ_SIZE = 65536
 MAX_MESSAGE = 16 * 1024 * 1024
+#: With kernel timestamps on, which instant stamps received events: "user" (the reader's clock right
+#: after the read returns; the default) or "kernel" (the SO_TIMESTAMPNS arrival instant, which
+#: carries none of this process's scheduling delay: see bench/DESIGN_NOTES.md). Read per connection.
+EVENT_STAMP = "user"
+_OPEN = State.OPEN
+_HDR_SHORT, _HDR_MID, _HDR_LONG = struct.Struct("!BB"), struct.Struct("!BBH"), struct.Struct("!BBQ")
+# Masking keys only defeat cache poisoning by hostile browser scripts (RFC 6455 §10.3); a PRNG seeded
+# from the OS is plenty for a load generator and saves a getrandom() syscall per frame.
+_mask_rng = random.Random(os.urandom(16))
+
+
+def text_frame(data: bytes) -> bytes:
+    """A masked, final client TEXT frame, byte-identical in layout to websockets' Frame.serialize."""
+    n = len(data)
+    if n < 126:
+        head = _HDR_SHORT.pack(0x81, 0x80 | n)
+    elif n < 65536:
+        head = _HDR_MID.pack(0x81, 0xFE, n)
+    else:
+        head = _HDR_LONG.pack(0x81, 0xFF, n)
+    mask = _mask_rng.getrandbits(32).to_bytes(4, "little")
+    return b"".join((head, mask, apply_mask(data, mask)))
 
 #: (payload, monotonic ns at read, is_binary) -> None. Called in the reader greenlet.
 OnMessage = Callable[[bytes, int, bool], None]
@@ -70,24 +103,52 @@ class Transport:
     protocol: ClientProtocol
     on_message: OnMessage
     kernel_stamps: bool = False
-    stamp_delays_ns: list[int] = field(default_factory=list)  # user-space stamp - kernel stamp
+    stamp_delays_ns: array = field(default_factory=lambda: array("q"))  # user-space stamp - kernel stamp
     closed: CloseInfo | None = None
     _lock: gevent.lock.Semaphore = field(default_factory=gevent.lock.Semaphore)
     _reader: gevent.Greenlet | None = None
     _fragments: list[bytes] = field(default_factory=list)
     _fragment_binary: bool = False
 
+    def __post_init__(self) -> None:
+        # The OS-level socket under gevent's wrapper, for the one-syscall send path (plain TCP only:
+        # under TLS the bytes must go through the SSL object).
+        raw = None if isinstance(self.sock, ssl.SSLSocket) else getattr(self.sock, "_sock", None)
+        self._raw_send = raw.send if raw is not None and raw.gettimeout() == 0.0 else None
+
     def start(self, early: list[Frame] | None = None, t_early: int = 0) -> None:
         self._reader = gevent.spawn(self._read_loop, early or [], t_early)
 
     # -- sending -------------------------------------------------------------------------------
     def send_text(self, data: bytes) -> None:
-        """Send one text message (UTF-8 bytes). Raises ConnectionError once the connection is gone."""
+        """Send one text message (UTF-8 bytes). Raises ConnectionError once the connection is gone.
+
+        Hot path (every 20 ms per session): while the connection is OPEN and no other send is
+        blocked, the frame is built here and handed to the kernel in one non-blocking send(),
+        without websockets' Frame objects, gevent's sendall wrapper (which adds a getsockopt
+        syscall per call) or the lock: no greenlet switch can happen in between, so frames never
+        interleave. A partial write finishes under the lock, like any other send.
+        """
         if self.closed is not None:
             raise ConnectionError("connection closed")
-        with self._lock:
-            self.protocol.send_text(data)
-            self._flush()
+        proto, lock = self.protocol, self._lock
+        if (proto._state is _OPEN and self._raw_send is not None and not lock.locked()
+                and not proto.expect_continuation_frame and not proto.debug):
+            frame = text_frame(data)
+            try:
+                sent = self._raw_send(frame)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(frame):
+                with lock:
+                    self.sock.sendall(memoryview(frame)[sent:])
+            return
+        with lock:  # TLS, another send is blocked, or not OPEN (websockets raises the right error)
+            if proto._state is _OPEN and not proto.expect_continuation_frame and not proto.debug:
+                self.sock.sendall(text_frame(data))
+            else:
+                proto.send_text(data)
+                self._flush()
 
     def _flush(self) -> None:
         for chunk in self.protocol.data_to_send():
@@ -102,32 +163,35 @@ class Transport:
     # -- receiving -----------------------------------------------------------------------------
     def _read_loop(self, early: list[Frame], t_early: int) -> None:
         proto = self.protocol
-        recv = self._recv_kernel if self.kernel_stamps else self.sock.recv
+        kernel = self.kernel_stamps
+        use_kernel = kernel and EVENT_STAMP == "kernel"
+        recv, recvmsg, delays = self.sock.recv, getattr(self.sock, "recvmsg", None), self.stamp_delays_ns
+        mono = time.monotonic_ns
         for frame in early:  # frames that arrived in the same read as the 101 response
             self._on_frame(frame, t_early)
         while True:
             try:
-                data = recv(READ_SIZE)
+                if kernel:
+                    data, ancdata, _flags, _addr = recvmsg(READ_SIZE, 64)
+                else:
+                    data = recv(READ_SIZE)
             except (OSError, ssl.SSLError) as exc:
                 self._mark_closed(error=f"{type(exc).__name__}: {exc}")
                 return
-            t = time.monotonic_ns()
+            t = mono()  # the user-space stamp: before any parsing
+            if kernel and ancdata:
+                k = _kernel_mono_ns(ancdata)
+                if k:
+                    delays.append(t - k)
+                    if use_kernel and k <= t:
+                        t = k
             if not data:
                 proto.receive_eof()
-                self._mark_closed(error="" if proto.close_code else "connection closed by peer without close frame")
+                self._mark_closed(error="" if proto.close_rcvd else "connection closed by peer without close frame")
                 return
             self._dispatch(data, t)
             if self.closed is not None:
                 return
-
-    def _recv_kernel(self, size: int) -> bytes:
-        data, ancdata, _flags, _addr = self.sock.recvmsg(size, 64)
-        t_user = time.monotonic_ns()
-        for level, kind, payload in ancdata:
-            if level == _stdsocket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(payload) >= _TIMESPEC.size:
-                sec, nsec = _TIMESPEC.unpack_from(payload)
-                self.stamp_delays_ns.append(t_user - (sec * 1_000_000_000 + nsec - WALL_MINUS_MONO_NS))
-        return data
 
     def _dispatch(self, data: bytes, t: int) -> None:
         proto = self.protocol
@@ -135,11 +199,21 @@ class Transport:
         for event in proto.events_received():
             if isinstance(event, Frame):
                 self._on_frame(event, t)
+        if not proto.writes and proto._state is _OPEN:
+            return  # nothing to answer (no ping, no close): skip the lock and the flush
         try:
             with self._lock:
-                self._flush()  # pongs and close replies
+                self._flush()  # pongs and close replies (and our close frame when we failed the connection)
         except OSError as exc:
             self._mark_closed(error=f"{type(exc).__name__}: {exc}")
+            return
+        exc = proto.parser_exc
+        if exc is not None and self.closed is None:
+            # We failed the connection (1009 message too big, 1002/1007 protocol error): it is over now,
+            # whether or not the peer ever answers our close frame or closes TCP.
+            sent = proto.close_sent
+            self._mark_closed(code=sent.code if sent else 1006, reason=sent.reason if sent else "",
+                              error=f"{type(exc).__name__}: {exc}")
             return
         if proto.close_code is not None and self.closed is None and proto.state.name == "CLOSED":
             self._mark_closed()
@@ -193,6 +267,19 @@ class Transport:
 WALL_MINUS_MONO_NS = time.time_ns() - time.monotonic_ns()
 
 
+def _kernel_mono_ns(ancdata: list) -> int:
+    """The SO_TIMESTAMPNS arrival stamp of a read (CLOCK_REALTIME) on the monotonic clock, or 0.
+
+    The realtime-to-monotonic offset is read afresh each time, so a clock step or NTP correction
+    during a long run cannot bias the stamps (an import-time offset would).
+    """
+    for level, kind, payload in ancdata:
+        if level == _stdsocket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(payload) >= _TIMESPEC.size:
+            sec, nsec = _TIMESPEC.unpack_from(payload)
+            return sec * 1_000_000_000 + nsec - (time.time_ns() - time.monotonic_ns())
+    return 0
+
+
 def connect(url: str, headers: dict[str, str], on_message: OnMessage, *, open_timeout: float = 30.0,
             kernel_stamps: bool = False, ssl_context: ssl.SSLContext | None = None,
             subprotocols: list[str] | None = None) -> Transport:
@@ -212,6 +299,14 @@ def connect(url: str, headers: dict[str, str], on_message: OnMessage, *, open_ti
     transport = Transport(sock=sock, protocol=proto, on_message=on_message, kernel_stamps=kernel_stamps)
     transport.start(early, t_early)
     return transport
+
+
+def _default_ssl_context() -> ssl.SSLContext:
+    """gevent's SSLContext: ``gevent.ssl.create_default_context`` is the stdlib function and returns a
+    stdlib context whose blocking handshake freezes the hub when the process is not monkey-patched."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies certificates and host names
+    ctx.load_default_certs()  # honours SSL_CERT_FILE / SSL_CERT_DIR
+    return ctx
 
 
 def _open_socket(host: str, port: int, secure: bool, ctx: ssl.SSLContext | None, kernel_stamps: bool) -> socket.socket:
@@ -234,7 +329,7 @@ def _open_socket(host: str, port: int, secure: bool, ctx: ssl.SSLContext | None,
     else:
         raise ConnectError("tcp", f"cannot connect to {host}:{port}: {last}") from None
     if secure:
-        ctx = ctx or ssl.create_default_context()
+        ctx = ctx or _default_ssl_context()
         try:
             sock = ctx.wrap_socket(sock, server_hostname=host)
         except (ssl.SSLError, OSError) as exc:
