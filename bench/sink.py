@@ -1,0 +1,186 @@
+"""A minimal Voice Live peer that can absorb 1000+ real-time sessions on one core (pacing capacity).
+
+Above ~450 sessions the simulator (VAD and all) saturates its core, stops reading, and TCP
+back-pressure then delays the *load generator's* sends: the bench would measure the simulator.
+This peer does the least a server can: a hand-written WebSocket upgrade, ``session.created`` and
+``session.updated``, then it discards every byte it receives (no frame parsing) and, per session,
+plays a canned response on a timer (``response.created``, 20 deltas of 100 ms audio 50 ms apart,
+``response.done``). There is no ground truth, so sink steps report pacing, CPU, memory and
+stamping only. Plain ``select.epoll`` in one thread, pinned to a core.
+
+    python -m bench.sink --cpu 1        # prints "sink listening on PORT"
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import heapq
+import itertools
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+
+import orjson
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
+CYCLE_S, DELTAS, DELTA_GAP_S = 6.0, 20, 0.05
+AUDIO_B64 = base64.b64encode(bytes(4800)).decode()  # 100 ms of PCM16 silence at 24 kHz
+_ids = itertools.count()
+
+
+def frame(event: dict) -> bytes:
+    """One unmasked server TEXT frame."""
+    data = orjson.dumps(event)
+    n = len(data)
+    head = struct.pack("!BB", 0x81, n) if n < 126 else (
+        struct.pack("!BBH", 0x81, 126, n) if n < 65536 else struct.pack("!BBQ", 0x81, 127, n))
+    return head + data
+
+
+def _ev(etype: str, **fields) -> bytes:
+    return frame({"type": etype, "event_id": f"ev_{next(_ids)}", **fields})
+
+
+SESSION = {"id": "sess_sink", "modalities": ["text", "audio"], "input_audio_format": "pcm16",
+           "output_audio_format": "pcm16", "turn_detection": {"type": "server_vad"}}
+
+
+class Conn:
+    __slots__ = ("sock", "buf", "out", "open", "phase", "rid", "k")
+
+    def __init__(self, sock: socket.socket):
+        self.sock, self.buf, self.out, self.open, self.phase, self.rid, self.k = sock, b"", b"", False, 0, "", 0
+
+
+def _write(ep: select.epoll, c: Conn, data: bytes) -> None:
+    """Send now if nothing is queued; keep what the kernel did not take and wait for EPOLLOUT."""
+    if not c.out:
+        try:
+            sent = c.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return
+        data = data[sent:]
+        if data:
+            ep.modify(c.sock.fileno(), select.EPOLLIN | select.EPOLLOUT)
+    c.out += data
+
+
+def _handshake(c: Conn) -> bytes | None:
+    if b"\r\n\r\n" not in c.buf:
+        return None
+    head = c.buf.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    key = next((ln.split(":", 1)[1].strip() for ln in head.split("\r\n") if ln.lower().startswith("sec-websocket-key:")), "")
+    accept = base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
+    c.buf, c.open = b"", True
+    return (f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode() + _ev("session.created", session=SESSION) \
+        + _ev("session.updated", session=SESSION)
+
+
+def _next(c: Conn) -> tuple[bytes, float]:
+    """The next canned message of this session's response cycle and the delay until the one after."""
+    if c.phase == 0:
+        c.rid, c.k, c.phase = f"resp_{next(_ids)}", 0, 1
+        return _ev("response.created", response={"id": c.rid, "status": "in_progress"}), 0.2
+    if c.phase == 1:
+        c.k += 1
+        if c.k >= DELTAS:
+            c.phase = 2
+        return _ev("response.audio.delta", response_id=c.rid, item_id="item_sink", output_index=0,
+                   content_index=0, delta=AUDIO_B64), DELTA_GAP_S
+    c.phase = 0
+    return _ev("response.done", response={"id": c.rid, "status": "completed"}), CYCLE_S - 0.2 - DELTAS * DELTA_GAP_S
+
+
+def serve(port: int) -> None:
+    lsock = socket.socket()
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind(("127.0.0.1", port))
+    lsock.listen(4096)
+    lsock.setblocking(False)
+    ep = select.epoll()
+    ep.register(lsock.fileno(), select.EPOLLIN)
+    conns: dict[int, Conn] = {}
+    timers: list[tuple[float, int, int]] = []  # (due, seq, fd)
+    seq = itertools.count()
+    print(f"sink listening on {lsock.getsockname()[1]}", flush=True)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    while not stop:
+        now = time.monotonic()
+        timeout = max(0.0, timers[0][0] - now) if timers else 1.0
+        for fd, mask in ep.poll(min(timeout, 1.0)):
+            if fd == lsock.fileno():
+                while True:
+                    try:
+                        s, _ = lsock.accept()
+                    except BlockingIOError:
+                        break
+                    s.setblocking(False)
+                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    conns[s.fileno()] = Conn(s)
+                    ep.register(s.fileno(), select.EPOLLIN)
+                continue
+            c = conns.get(fd)
+            if c is None:
+                continue
+            if mask & select.EPOLLOUT and c.out:
+                try:
+                    c.out = c.out[c.sock.send(c.out):]
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    c.out = b""
+                if not c.out:
+                    ep.modify(fd, select.EPOLLIN)
+            if not mask & select.EPOLLIN:
+                continue
+            try:
+                data = c.sock.recv(1 << 20)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                ep.unregister(fd)
+                c.sock.close()
+                del conns[fd]
+                continue
+            if not c.open:
+                c.buf += data
+                reply = _handshake(c)
+                if reply:
+                    _write(ep, c, reply)
+                    heapq.heappush(timers, (time.monotonic() + CYCLE_S * (fd % 97) / 97, next(seq), fd))
+        now = time.monotonic()
+        while timers and timers[0][0] <= now:
+            _, _, fd = heapq.heappop(timers)
+            c = conns.get(fd)
+            if c is None:
+                continue
+            msg, delay = _next(c)
+            _write(ep, c, msg)
+            heapq.heappush(timers, (now + delay, next(seq), fd))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--cpu", type=int, default=None)
+    args = p.parse_args(argv)
+    if args.cpu is not None and hasattr(os, "sched_setaffinity") and args.cpu < (os.cpu_count() or 1):
+        os.sched_setaffinity(0, {args.cpu})
+    serve(args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
