@@ -12,7 +12,7 @@ COLS = [("sessions", "sessions", "{}"), ("late_p50_ms", "late p50", "{:.1f}"), (
         ("late_max_ms", "late max", "{:.1f}"), ("cpu_pct", "CPU %", "{:.0f}"),
         ("cpu_pct_per_session", "CPU %/sess", "{:.3f}"), ("rss_kb_per_session", "RSS KB/sess", "{:.0f}"),
         ("err_p50_ms", "err p50", "{:.2f}"), ("err_p99_ms", "err p99", "{:.2f}"),
-        ("err_down_p99_ms", "harness-side p99", "{:.2f}"), ("err_up_p99_ms", "sim-side p99", "{:.2f}"),
+        ("err_down_p99_ms", "client-side p99", "{:.3f}"), ("err_up_p99_ms", "sim-side p99", "{:.2f}"),
         ("invalid_pct", "invalid %", "{:.1f}"), ("stamp_p50_ms", "stamp p50", "{:.2f}"),
         ("stamp_p99_ms", "stamp p99", "{:.2f}"), ("sim_cpu_pct", "peer CPU %", "{:.0f}"),
         ("sim_sched_p99_ms", "sim sched p99", "{:.1f}"), ("sim_lag_p99_ms", "sim lag p99", "{:.0f}"),
@@ -35,7 +35,7 @@ def limited_by(r: dict) -> str:
     if r.get("failed"):
         return "step failed"
     if r.get("meets_pacing") and r.get("server") == "sink":
-        return "–"
+        return "–" if (r.get("invalid_pct") or 0) <= 1 else f"{r['invalid_pct']:.0f} % turns invalid: loop stalls near saturation"
     if (r.get("sessions_streaming") or 0) < r["sessions"]:
         return "sessions dropped"
     hits = []
@@ -98,16 +98,36 @@ def table(harness: list[dict], baseline: list[dict]) -> str:
 def _conclusions(doc: dict) -> list[str]:
     s, h = doc["summary"], doc["harness"]
     g = s["goals"]
-    out = [f"- **Sessions per harness core meeting both goals** (lateness p99 ≤ {g['late_p99_ms']:g} ms and "
-           f"first-audio error p99 ≤ {g['err_p99_ms']:g} ms): **{s['harness_max_sessions_meeting_goals']}**; "
-           f"meeting the pacing goal alone: **{s['harness_max_sessions_pacing']}**."]
+    out = [f"- **Sessions per harness core at lateness p99 ≤ {g['late_p99_ms']:g} ms: "
+           f"{s['harness_max_sessions_pacing']}**"
+           + ("" if s.get("harness_limit_found", True) else " (every count tested passed)") + "; "
+           f"with the harness's own share of the first-audio error p99 ≤ {g['err_p99_ms']:g} ms as well: "
+           f"**{s.get('harness_max_sessions_meeting_goals_harness_side', 0)}** (every simulator step that ran); with the "
+           f"*total* error vs. the simulator's ground truth p99 ≤ {g['err_p99_ms']:g} ms: "
+           f"**{s['harness_max_sessions_meeting_goals']}**."]
+    if s.get("harness_max_sessions_turns_valid") is not None:
+        out.append(f"- Largest count with ≤ 1 % of turns flagged invalid by the engine itself (a frame > 10 ms late "
+                   f"or a > 10 ms loop stall during the turn): **{s['harness_max_sessions_turns_valid']}**; above it, "
+                   "occasional 15–30 ms stalls of a nearly saturated loop invalidate every turn in flight.")
     if s.get("err_p99_ms_at_200") is not None:
         out.append(f"- First-audio error p99 at 200 sessions: **{s['err_p99_ms_at_200']:.2f} ms** "
                    f"(goal ±{g['err_p99_ms']:g} ms), of which the harness's own side (simulator send stamp → our "
                    f"stamp) **{s.get('err_harness_side_p99_ms_at_200') or 0:.3f} ms** and the simulator's side (our send "
                    f"→ its user-space receive stamp) {s.get('err_sim_side_p99_ms_at_200') or 0:.2f} ms p99.")
-    if not s.get("harness_limit_found", True):
-        out.append("- The harness met the pacing goal at every count tested against the sink: its limit is higher.")
+    hs = {r["sessions"]: r for r in h if r.get("server") == "sim" and not r.get("failed")}
+    bs = {r["sessions"]: r for r in doc.get("baseline", []) if r.get("server") == "sim" and r.get("pacing") == "deadline"}
+    common = sorted(set(hs) & set(bs))
+    if common and hs[common[0]].get("sim_lag_p99_ms") and bs[common[0]].get("sim_lag_p99_ms"):
+        n = common[0]
+        out.append(f"- Why the simulator's side dominates: it stamps arrivals in user space, after its event loop "
+                   f"gets to them. The harness's frames leave in bursts at 1 ms timer boundaries (libev on epoll) "
+                   f"and the simulator handles each burst in one loop pass; at {n} sessions its loop-lag p99 was "
+                   f"{hs[n]['sim_lag_p99_ms']:.1f} ms under the harness vs {bs[n]['sim_lag_p99_ms']:.1f} ms under "
+                   f"the thread baseline's µs-spread sends (sim-side error p99 {hs[n].get('err_up_p99_ms') or 0:.2f} "
+                   f"vs {bs[n].get('err_up_p99_ms') or 0:.2f} ms), while the baseline's own side was "
+                   f"{bs[n].get('err_down_p99_ms') or 0:.2f} ms against the harness's "
+                   f"{hs[n].get('err_down_p99_ms') or 0:.3f} ms. Kernel receive stamps in the simulator's truth log "
+                   f"would remove this.")
     rss = [r.get("rss_kb_per_session") for r in h if r.get("rss_kb_per_session") is not None and r["sessions"] >= 200]
     if rss:
         out.append(f"- Resident memory per session: {min(rss):.0f}–{max(rss):.0f} KB at ≥200 sessions"
@@ -142,7 +162,7 @@ def markdown(doc: dict) -> str:
         "# voiceload benchmark results",
         "",
         f"Generated by `python -m bench` on {doc['date']}{' (quick mode)' if doc.get('quick') else ''}; raw numbers: "
-        f"`bench/results/{doc['date']}.json`. Regenerate with `make bench` (≈10 min).",
+        f"`bench/results/{doc['date']}.json`. Regenerate with `make bench` (≈11 min).",
         "",
         "## Machine and versions",
         "",
@@ -187,7 +207,7 @@ def markdown(doc: dict) -> str:
         "receive thread per session stamping `time.time()` and parsing with `json`. Lateness is measured against "
         "the ideal schedule, so the naive loop's drift counts.",
         f"- A run is *disturbed* when other processes took > {meth['noisy_pct']:g} % of either core during the "
-        f"window; such steps are repeated (up to {meth['repeats']} more times) and the tables quote per-metric "
+        f"window; such steps are repeated (at most {meth['repeats']} extra run(s)) and the tables quote per-metric "
         "medians of the undisturbed runs (`runs` = undisturbed/total). All times in ms.",
         "",
     ]
