@@ -178,7 +178,6 @@ class CallerSession:
         self.mic = Mic(self._send_recorded if self.recorder else self._send, silence, a.chunk_ms, open_mic=not sc.manual, drop_rate=a.perturb.drop_rate,
                        seed=self.opt.seed)
         self.mic.start()
-        manifest = fixtures.load_manifest(sc.fixtures_dir)
         timeout_ns = int(sc.load.turn_timeout_s * 1e9)
         for i, spec in enumerate(sc.conversation):
             if self.timeline.closed_ns is not None or self.mic.error is not None or self.opt.stopping():
@@ -194,7 +193,8 @@ class CallerSession:
                     self._wait(lambda: self._turn_over(prev), (prev.speech_end_ns or time.monotonic_ns()) + timeout_ns)
                 self._emit_ready(final=False)
                 self._sleep_until(time.monotonic_ns() + spec.pause_ms * NS)
-            self._speak(i, spec, manifest[spec.fixture], prev if spec.barge_in_after_ms is not None else None)
+            self._speak(i, spec, fixtures.get_fixture(spec.fixture, sc.fixtures_dir),
+                        prev if spec.barge_in_after_ms is not None else None)
             self._emit_ready(final=False)
         for turn in self.timeline.turns:
             self._wait(lambda: self._turn_over(turn), (turn.speech_end_ns or time.monotonic_ns()) + timeout_ns)
