@@ -313,7 +313,6 @@ def _evaluate(since_s: float):
     from harness.records import read_records
     from harness.report.check import evaluate, parse_threshold
 
-    STATE.output.turns._fh.flush()
     rows = [r for r in read_records(STATE.output.turns.path)
             if r.get("t_speech_end", 0) - STATE.output.t0_wall >= since_s]  # this step's turns only
     return evaluate(pd.DataFrame(rows), [parse_threshold(h) for h in STATE.plan.params.get("hold", [])])

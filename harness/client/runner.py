@@ -101,7 +101,7 @@ class LoadRunner:
         finally:
             self.stopping = True
             self._stop.set()  # wakes users backing off after failed sessions
-            self._retire_all(graceful=True)
+            self._retire_all()
             self.pool.join(timeout=self.sc.load.stop_timeout_s)
             self.pool.kill(block=True, timeout=5)
             if ticker:
@@ -152,7 +152,7 @@ class LoadRunner:
         g = self.pool.spawn(self._user_loop, uid)
         self.users.append(g)
 
-    def _retire_all(self, graceful: bool) -> None:
+    def _retire_all(self) -> None:
         for g in self.users:
             self._retiring.add(id(g))
 
