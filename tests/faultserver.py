@@ -385,26 +385,40 @@ def close_at_once(sock: Any, stop: threading.Event) -> None:
     sock.recv(READ_SIZE)
 
 
+def _accept_upgrade(sock: Any) -> bool:
+    """Answer a WebSocket upgrade on a blocking socket by hand; False if the client went away."""
+    import hashlib
+
+    request = b""
+    while b"\r\n\r\n" not in request and len(request) < 65536:
+        chunk = sock.recv(READ_SIZE)
+        if not chunk:
+            return False
+        request += chunk
+    key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+               if line.lower().startswith(b"sec-websocket-key:"))
+    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+    return True
+
+
 def upgrade_then_speak_late(delay_s: float, text: bytes) -> Callable[[Any, threading.Event], None]:
     """A minimal WebSocket server: accept the upgrade, wait ``delay_s``, send one text frame."""
     def handler(sock: Any, stop: threading.Event) -> None:
-        import hashlib
-
-        request = b""
-        while b"\r\n\r\n" not in request and len(request) < 65536:
-            chunk = sock.recv(READ_SIZE)
-            if not chunk:
-                return
-            request += chunk
-        key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
-                   if line.lower().startswith(b"sec-websocket-key:"))
-        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
-        sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        if not _accept_upgrade(sock):
+            return
         stop.wait(delay_s)
         sock.sendall(struct.pack("!BB", 0x81, len(text)) + text)  # unmasked, final, < 126 bytes
         stop.wait(2)
     return handler
+
+
+def upgrade_then_reset(sock: Any, stop: threading.Event) -> None:
+    """Accept the upgrade, then reset the TCP connection (SO_LINGER 0): no close frame, no FIN."""
+    if _accept_upgrade(sock):
+        sock.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
 
 
 def self_signed_cert(directory: Path) -> tuple[str, str]:

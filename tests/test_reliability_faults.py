@@ -461,6 +461,26 @@ def test_a_quiet_wss_connection_never_blocks_other_sessions(tmp_path, monkeypatc
     assert max(gaps) < 0.2, max(gaps)
 
 
+def test_a_reset_taken_by_a_send_is_still_recorded_as_a_reset():
+    """After a TCP reset the kernel reports ECONNRESET once, to whichever call comes first. When the
+    mic's send takes it, the reader then sees a bare EOF; the record must still say "reset", not
+    "closed without close frame". Deterministic: the hub is blocked until the reset has arrived."""
+    from harness.client.transport import connect
+
+    with fs.RawServer(fs.upgrade_then_reset) as srv:
+        transport = connect(srv.url(), {}, lambda *a: None, open_timeout=5)
+        time.sleep(0.3)  # blocks the hub: the reader cannot run before the send below
+        with pytest.raises(ConnectionError):
+            transport.send_text(b'{"type":"input_audio_buffer.clear"}')
+        deadline = time.monotonic() + 5
+        while transport.closed is None and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        transport.close()
+    assert transport.closed is not None and transport.closed.code == 1006
+    assert "reset" in transport.closed.error.lower() or "broken pipe" in transport.closed.error.lower(), \
+        transport.closed.error
+
+
 DOC = ROOT / "docs" / "reliability.md"
 
 

@@ -109,6 +109,7 @@ class Transport:
     _reader: gevent.Greenlet | None = None
     _fragments: list[bytes] = field(default_factory=list)
     _fragment_binary: bool = False
+    _send_error: str = ""
 
     def __post_init__(self) -> None:
         # The OS-level socket under gevent's wrapper, for the one-syscall send path (plain TCP only:
@@ -131,6 +132,15 @@ class Transport:
         """
         if self.closed is not None:
             raise ConnectionError("connection closed")
+        try:
+            self._send_text(data)
+        except (OSError, ssl.SSLError) as exc:
+            # After a reset the kernel reports ECONNRESET to whichever call comes first; if a send
+            # took it, the reader only sees a bare EOF, so it needs the cause from here.
+            self._send_error = self._send_error or f"{type(exc).__name__}: {exc}"
+            raise ConnectionError(str(exc)) from exc
+
+    def _send_text(self, data: bytes) -> None:
         proto, lock = self.protocol, self._lock
         if (proto._state is _OPEN and self._raw_send is not None and not lock.locked()
                 and not proto.expect_continuation_frame and not proto.debug):
@@ -187,7 +197,8 @@ class Transport:
                         t = k
             if not data:
                 proto.receive_eof()
-                self._mark_closed(error="" if proto.close_rcvd else "connection closed by peer without close frame")
+                self._mark_closed(error="" if proto.close_rcvd else
+                                  self._send_error or "connection closed by peer without close frame")
                 return
             self._dispatch(data, t)
             if self.closed is not None:
