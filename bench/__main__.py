@@ -182,11 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=1, help="extra runs of a step other jobs disturbed")
     p.add_argument("--quiet-wait", type=float, default=45.0, help="max wait for a quiet machine per step, s")
     p.add_argument("--nice", type=int, default=-10, help="priority of the bench processes (0: leave alone)")
+    p.add_argument("--sessions", type=int, nargs="+", help="session counts for every selected series (default: the ramp)")
     p.add_argument("--budget", type=float, default=720.0, help="stop adding repeats/steps after this, s")
     p.add_argument("--event-stamp", choices=("kernel", "user"), default="kernel",
                    help="harness: stamp received events with the kernel arrival time or the reader's clock")
     p.add_argument("--gc", choices=("realtime", "freeze", "default"), default="realtime",
-                   help="harness: pacer.realtime_gc() periodic freezing, startup freeze only, or CPython's default")
+                   help="harness: gcmode.realtime_gc() periodic freezing, startup freeze only, or CPython's default")
     p.add_argument("--no-markdown", action="store_true", help="do not write RESULTS.md")
     p.add_argument("--render", type=Path, default=None, help="only rewrite RESULTS.md from a results JSON")
     args = p.parse_args(argv)
@@ -203,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     series = QUICK_SERIES if args.quick else SERIES
     if args.only:
         series = [sr for sr in series if f"{sr[0]}-{sr[1]}{'-' + sr[2] if sr[2] else ''}" in args.only]
+    if args.sessions:
+        series = [(kind, server, pacing, list(args.sessions)) for kind, server, pacing, _steps in series]
     out_dir = args.out or ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()

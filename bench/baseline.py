@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from bench import stats as S
+from harness.histogram import MsHistogram
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +29,7 @@ class Session:
     def __init__(self, cfg: dict, utterances: list, silence: str, chunk_ms: int, first_pause_ms: int):
         self.cfg, self.utts, self.silence, self.chunk = cfg, utterances, silence, chunk_ms / 1000
         self.first_pause_ms = first_pause_ms
-        self.hist, self.late_max, self.frames = S.new_hist(), 0.0, 0
+        self.hist = MsHistogram()
         self.last_late, self.late_at_reset = 0.0, 0.0
         self.turns: list[dict] = []
         self.cur: dict | None = None
@@ -39,7 +40,7 @@ class Session:
         self.ws = None
 
     def reset_window(self) -> None:
-        self.hist, self.late_max, self.frames = S.new_hist(), 0.0, 0
+        self.hist = MsHistogram()
         self.late_at_reset = self.last_late
 
     # -- receiver thread -------------------------------------------------------------------------
@@ -72,10 +73,7 @@ class Session:
         late = (time.time() - (self.t0 + k * self.chunk)) * 1000  # against the ideal schedule
         late = late if late > 0 else 0.0
         self.last_late = late
-        S.hist_add(self.hist, late)
-        self.frames += 1
-        if late > self.late_max:
-            self.late_max = late
+        self.hist.add(late)
 
     def pace(self, k: int) -> None:
         if self.cfg.get("pacing") == "deadline":
@@ -159,15 +157,13 @@ def run(cfg: dict) -> dict:
     time.sleep(cfg["window_s"])
     w1 = time.time()
     res = win.end(time.monotonic())
-    snaps = [(S.array("I", s.hist), s.late_max, s.frames, s.alive) for s in sessions]  # C-speed copies
+    snaps = [(s.hist.copy(), s.alive) for s in sessions]  # C-speed copies
     drift = sorted((s.last_late - s.late_at_reset) / res["window_s"] for s in sessions if s.alive)
     time.sleep(cfg["grace_s"])
-    counts = [0] * (S.BINS + 1)
-    late_max, frames, live = 0.0, 0, 0
-    for h, mx, k, alive in snaps:
+    late, live = MsHistogram(), 0
+    for h, alive in snaps:
         live += alive
-        S.hist_merge(counts, h)
-        late_max, frames = max(late_max, mx), frames + k
+        late.merge(h)
     turns = []
     for s in sessions:
         for t in list(s.turns):
@@ -180,9 +176,8 @@ def run(cfg: dict) -> dict:
     res.update({
         "sessions": n, "sessions_streaming": live,
         "session_problems": {e: sum(1 for s in sessions if s.error == e) for e in {s.error for s in sessions if s.error}},
-        "frames": frames, "frames_per_s": round(frames / res["window_s"], 1),
-        "late_p50_ms": S.hist_pct(counts, 50, late_max), "late_p99_ms": S.hist_pct(counts, 99, late_max),
-        "late_max_ms": round(late_max, 3) if frames else None, "threads": threading.active_count(),
+        "frames": late.n, "frames_per_s": round(late.n / res["window_s"], 1), **S.hist_summary("late", late),
+        "threads": threading.active_count(),
         "drift_ms_per_s": round(drift[len(drift) // 2], 3) if drift else None,
         "rss_base": rss_base, "turns": turns,
         "clock": "wall", "w0_ns": int(w0 * 1e9), "w1_ns": int(w1 * 1e9), "wall_minus_mono_ns": 0,

@@ -20,10 +20,10 @@ import os
 import random
 import sys
 import time
-from array import array
 from pathlib import Path
 
 from bench import stats as S
+from harness.histogram import MsHistogram
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,8 +79,7 @@ def run(cfg: dict) -> dict:
 
     from harness.client import transport
 
-    if hasattr(transport, "EVENT_STAMP"):
-        transport.EVENT_STAMP = cfg.get("event_stamp", "user")
+    transport.EVENT_STAMP = cfg.get("event_stamp", "kernel")
     sc = _scenario(cfg.get("scenario", "scenarios/smoke.yaml"), cfg.get("repeats", 30))
     _warm(sc)
     endpoint = embedded_endpoint("bench", cfg["url"])
@@ -104,10 +103,9 @@ def run(cfg: dict) -> dict:
 
     gc_mode = cfg.get("gc", "realtime")  # realtime | freeze (startup heap only) | default
     if gc_mode != "default":
-        from harness.client import pacer
+        from harness.client.gcmode import realtime_gc
 
-        if hasattr(pacer, "realtime_gc"):
-            pacer.realtime_gc(5.0 if gc_mode == "realtime" else None)
+        realtime_gc(5.0 if gc_mode == "realtime" else None)
     if cfg.get("gc_threshold"):
         gc.set_threshold(*cfg["gc_threshold"])
     gc.collect()
@@ -126,7 +124,7 @@ def run(cfg: dict) -> dict:
             else:  # an older engine (A/B runs)
                 s.mic.stats = type(st)()
         if s.transport is not None:
-            del s.transport.stamp_delays_ns[:]
+            s.transport.stamp_delays.reset()
     w0 = time.monotonic_ns()
     win.start(w0 / 1e9)
     gcp.on = True
@@ -137,22 +135,20 @@ def run(cfg: dict) -> dict:
     res.update(gcp.summary())
     # Copy (C-speed) now, compute after the grace period: a Python loop over 1000 histograms here
     # would stall the loop for tens of ms and flag the turns still in flight as invalid.
-    snaps, stamp_arrays = [], []
+    snaps, stamp_snaps = [], []
     for s in sessions:
         if s.mic is not None and s.mic.alive:
-            st = s.mic.stats
-            snaps.append((array("I", st.counts), st.max_ms, st.n))
+            snaps.append(s.mic.stats.copy())
         if s.transport is not None:
-            stamp_arrays.append(array("q", s.transport.stamp_delays_ns))
+            stamp_snaps.append(s.transport.stamp_delays.copy())
     lags = [lag for t, lag in LAG.samples if w0 <= t <= w1]
     gevent.sleep(cfg["grace_s"])  # let turns that ended speech in the window finish
     stopping = True
-    counts = [0] * (S.BINS + 1)
-    late_max, frames, live = 0.0, 0, len(snaps)
-    for c, mx, k in snaps:
-        S.hist_merge(counts, c)
-        late_max, frames = max(late_max, mx), frames + k
-    stamps = [d for a in stamp_arrays for d in a]
+    late, stamps, live = MsHistogram(), MsHistogram(), len(snaps)
+    for h in snaps:
+        late.merge(h)
+    for h in stamp_snaps:
+        stamps.merge(h)
     res["gc_tracked_per_session"] = round(len(gc.get_objects()) / n, 1)
     if gc_mode == "realtime" and cfg.get("diag"):
         gc.unfreeze()
@@ -169,7 +165,6 @@ def run(cfg: dict) -> dict:
     turns = [{k: getattr(r, k) for k in ("response_id", "first_audio_ms", "speech_end_audio_ms", "valid", "t_speech_end",
                                          "complete", "reason", "generator_lag_ms", "pacing_late_max_ms")}
              for r in records if lo <= r.t_speech_end <= hi]
-    stamps_ms = [d / 1e6 for d in stamps]
     outcomes: dict[str, int] = {}
     for s in sessions:
         if s.record.outcome != "ok" or s.transport is None or s.transport.closed is not None:
@@ -177,12 +172,9 @@ def run(cfg: dict) -> dict:
             outcomes[key] = outcomes.get(key, 0) + 1
     res.update({
         "sessions": n, "sessions_streaming": live, "session_problems": outcomes,
-        "frames": frames, "frames_per_s": round(frames / res["window_s"], 1),
-        "late_p50_ms": S.hist_pct(counts, 50, late_max), "late_p99_ms": S.hist_pct(counts, 99, late_max),
-        "late_max_ms": round(late_max, 3) if frames else None,
+        "frames": late.n, "frames_per_s": round(late.n / res["window_s"], 1), **S.hist_summary("late", late),
         "loop_lag_p99_ms": S.pct(lags, 99), "loop_lag_max_ms": round(max(lags), 3) if lags else None,
-        "stamp_reads": len(stamps_ms), "stamp_p50_ms": S.pct(stamps_ms, 50), "stamp_p99_ms": S.pct(stamps_ms, 99),
-        "stamp_max_ms": round(max(stamps_ms), 3) if stamps_ms else None,
+        "stamp_reads": stamps.n, **S.hist_summary("stamp", stamps),
         "rss_base": rss_base, "turns": turns, "greenlets": len(greenlets),
         "clock": "mono", "w0_ns": w0, "w1_ns": w1, "wall_minus_mono_ns": WALL_MINUS_MONO_NS,
     })

@@ -178,7 +178,7 @@ def markdown(doc: dict) -> str:
         "other jobs time-slice them less.",
         f"- Harness steps run the engine's `CallerSession` (kernel receive timestamps on; received events stamped "
         f"with the **{meth.get('event_stamp', 'user')}** arrival instant, `transport.EVENT_STAMP`; GC mode "
-        f"`{meth.get('gc', 'default')}`, `pacer.realtime_gc()`) from a lean driver "
+        f"`{meth.get('gc', 'default')}`, `gcmode.realtime_gc()`) from a lean driver "
         f"(`bench/driver.py`). Every caller speaks `{meth['scenario']}`'s conversation in a loop with an open mic "
         f"(20 ms frames in real time, silence between turns); a random first pause (0–{meth['spread_ms']} ms) "
         "spreads turn phases. Connects are ramped at 100/s, then the driver waits "

@@ -1,46 +1,22 @@
 """Small measurement helpers shared by the bench drivers and the orchestrator (no gevent here).
 
-Lateness is kept as 0.1 ms histograms (the engine's ``LatenessStats`` layout), so a step with 50 000
-frames/s never stores per-frame floats; percentiles of raw lists are only used for per-turn values.
+Lateness and stamp delays are kept as the engine's 0.1 ms histograms (``harness.histogram``), so a
+step with 50 000 frames/s never stores per-frame floats; percentiles of raw lists are only used for per-turn values.
 """
 
 from __future__ import annotations
 
 import os
 import resource
-from array import array
-from typing import Iterable
 
-BIN_MS = 0.1
-BINS = 1000  # + 1 overflow bin (>= 100 ms), as in harness.client.pacer.LatenessStats
+from harness.histogram import MsHistogram
 
 
-def new_hist() -> array:
-    return array("I", bytes(4 * (BINS + 1)))
-
-
-def hist_add(h: array, ms: float) -> None:
-    i = int(ms / BIN_MS)
-    h[i if i < BINS else BINS] += 1
-
-
-def hist_merge(into: list[int], counts: Iterable[int]) -> None:
-    for i, c in enumerate(counts):
-        if c:
-            into[i] += c
-
-
-def hist_pct(counts: list[int], q: float, max_ms: float) -> float | None:
-    """Upper edge of the bin holding the q-th percentile (capped at the true max): conservative."""
-    n = sum(counts)
-    if not n:
-        return None
-    rank, seen = q / 100.0 * n, 0
-    for i, c in enumerate(counts):
-        seen += c
-        if c and seen >= rank:
-            return round(min((i + 1) * BIN_MS, max_ms), 3)
-    return round(max_ms, 3)
+def hist_summary(prefix: str, h: MsHistogram) -> dict[str, float | None]:
+    """``<prefix>_p50_ms``, ``_p99_ms`` (bin upper edges, capped at the true max: conservative), ``_max_ms``."""
+    r = (lambda v: None if v is None else round(v, 3))
+    return {f"{prefix}_p50_ms": r(h.percentile(50)), f"{prefix}_p99_ms": r(h.percentile(99)),
+            f"{prefix}_max_ms": round(h.max_ms, 3) if h.n else None}
 
 
 def pct(values: list[float], q: float) -> float | None:

@@ -26,6 +26,7 @@ from locust.runners import MasterRunner, WorkerRunner  # noqa: E402
 
 from harness import auth  # noqa: E402
 from harness.client.endpoints import open_endpoints  # noqa: E402
+from harness.client.gcmode import realtime_gc  # noqa: E402
 from harness.client.runner import MAX_USER_BACKOFF_S  # noqa: E402
 from harness.client.session import CallerSession, SessionOptions, prepare  # noqa: E402
 from harness.records import SessionRecord, TurnRecord  # noqa: E402
@@ -55,6 +56,7 @@ class _State:
         self.lock = threading.Lock()
         self.workers_seen: set[str] = set()
         self.workers_missing: set[str] = set()
+        self.release_gc = None  # gcmode.realtime_gc's release while a test runs on this node
 
 
 STATE = _State()
@@ -247,9 +249,22 @@ def _receive(client_id: str, payload) -> None:
         STATE.output.add_session(s)
 
 
+@events.test_start.add_listener
+def _test_start(environment, **_kw) -> None:
+    if not isinstance(environment.runner, MasterRunner) and STATE.release_gc is None:
+        STATE.release_gc = realtime_gc()  # nodes that run users: no collector pause under every session
+
+
 @events.test_stopping.add_listener
 def _stopping(environment, **_kw) -> None:
     STATE.stopping = True
+
+
+@events.test_stop.add_listener
+def _test_stop(environment, **_kw) -> None:  # fired once the users have stopped
+    if STATE.release_gc is not None:
+        STATE.release_gc()
+        STATE.release_gc = None
 
 
 @events.quitting.add_listener

@@ -95,9 +95,11 @@ class SimClient:
         """Append ``frames`` paced at ``speed`` x real time (0: as fast as possible)."""
         t0 = time.monotonic()
         for i, frame in enumerate(frames):
-            await self.ws.send(ev.append_message(frame).decode())
+            data = ev.append_message(frame).decode()
+            at = time.monotonic_ns()  # before the send: on loopback the server's kernel stamps the
+            await self.ws.send(data)  # arrival inside this very send() call
             self.position_ms += chunk_ms
-            self.sent_frames.append((self.position_ms, time.monotonic_ns()))
+            self.sent_frames.append((self.position_ms, at))
             if speed > 0:
                 delay = t0 + (i + 1) * chunk_ms / 1000.0 / speed - time.monotonic()
                 if delay > 0:

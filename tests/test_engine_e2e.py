@@ -59,7 +59,9 @@ def test_smoke_session_yields_complete_records_that_match_ground_truth(tmp_path)
         assert rec.marks["speech_stopped"] == pytest.approx(rec.vad_ms)
     cmp = compare([r.to_dict() for r in records], read_records(truth))
     assert len(cmp) == 2
-    assert all(abs(c.error_ms) < 3.0 for c in cmp), cmp
+    # Both ends stamp with the kernel's arrival instants (harness/kstamp.py): what is left is loopback
+    # delivery and the few µs between each side's send stamp and its send() call.
+    assert all(abs(c.error_ms) < 1.0 for c in cmp), cmp
 
 
 def test_accuracy_at_20_concurrent_sessions(tmp_path):
@@ -77,8 +79,10 @@ def test_accuracy_at_20_concurrent_sessions(tmp_path):
     # Turns streamed while this shared machine starved the generator are flagged invalid, not trusted.
     assert len(cmp) >= 20, [t.generator_lag_ms for t in turns]
     errors = sorted(abs(c.error_ms) for c in cmp)
-    # Loopback delivery plus stamping; generous for a shared 2-core machine (bench/ holds the ±2 ms goal).
-    assert statistics.median(errors) < 3.0 and errors[int(0.95 * len(errors))] < 15.0, errors
+    # Kernel arrival stamps at both ends take both processes' scheduling delay out of the measurement
+    # (measured here: max 0.10 ms; with user-space stamps the median was ~1 ms and p95 up to 15 ms).
+    assert statistics.median(errors) < 1.0 and errors[int(0.95 * len(errors))] < 2.0, errors
+    assert runner.stamp_delays.n > 0  # the kernel stamps were really in use
 
 
 def test_barge_in_cancels_and_measures_cancel_time():

@@ -137,6 +137,9 @@ def test_chaos_run_reconciles_exactly(cli_runs):
     assert r["rc"] == 0, r["stderr"][-3000:]  # no thresholds: a chaos run is not a latency test
     sessions, turns, meta = _reconcile(r["out"])
     assert meta["self_check"]["sessions"] == len(sessions)
+    # plain ws:// to the embedded simulator: events carry kernel arrival stamps, and the run says so
+    assert meta["self_check"]["event_stamp"] == "kernel" and meta["self_check"]["stamp_reads"] > 0
+    assert meta["self_check"]["frames_sent"] > 0 and meta["self_check"]["pacing_late_p99_ms"] is not None
     final = re.findall(r"sessions=(\d+) turns=(\d+)", r["stderr"])[-1]  # the run's own last word
     assert (int(final[0]), int(final[1])) == (len(sessions), len(turns))
     assert len(sessions) >= 10 and len(turns) >= 20

@@ -18,6 +18,8 @@ from typing import Callable
 import gevent
 import gevent.event
 
+from ..histogram import MsHistogram
+
 NS = 1_000_000
 
 
@@ -44,46 +46,6 @@ class Utterance:
         return self.buffer_start_ms + self.speech_end_ms
 
 
-class LatenessStats:
-    """Fixed 0.1 ms bins up to 100 ms: per-session percentiles in 4 KB, whatever the run length.
-
-    The mic updates it inline (no method call per frame), so clear it with :meth:`reset` rather
-    than replacing the object.
-    """
-
-    BIN_MS = 0.1
-    BINS = 1000
-    __slots__ = ("counts", "n", "max_ms")
-
-    def __init__(self) -> None:
-        self.counts = array("I", bytes(4 * (self.BINS + 1)))
-        self.n = 0
-        self.max_ms = 0.0
-
-    def add(self, ms: float) -> None:
-        i = int(ms * 10.0)  # = ms / BIN_MS, as the mic's inline copy computes it
-        self.counts[i if i < self.BINS else self.BINS] += 1
-        self.n += 1
-        if ms > self.max_ms:
-            self.max_ms = ms
-
-    def reset(self) -> None:
-        """Start a new measurement window (benchmarks)."""
-        self.counts[:] = array("I", bytes(4 * (self.BINS + 1)))
-        self.n = 0
-        self.max_ms = 0.0
-
-    def percentile(self, q: float) -> float | None:
-        if not self.n:
-            return None
-        rank, seen = q / 100.0 * self.n, 0
-        for i, c in enumerate(self.counts):
-            seen += c
-            if seen >= rank and c:
-                return min((i + 1) * self.BIN_MS, self.max_ms)
-        return self.max_ms
-
-
 class Mic:
     """Streams frames for one session in its own greenlet; ``send`` raises once the socket is gone."""
 
@@ -98,7 +60,7 @@ class Mic:
         self._queue: deque[Utterance] = deque()
         self._wake = gevent.event.Event()
         self._greenlet: gevent.Greenlet | None = None
-        self.stats = LatenessStats()
+        self.stats = MsHistogram()  # send lateness
         self.frames_sent = 0
         self.buffer_ms = 0.0  # audio the server has received (dropped chunks never arrive)
         self.error: BaseException | None = None
@@ -129,7 +91,7 @@ class Mic:
         mono = time.monotonic_ns
         hub = gevent.get_hub()
         new_timer, switch, me = hub.loop.timer, hub.switch, gevent.getcurrent()
-        send, stats, bins = self._send, self.stats, LatenessStats.BINS
+        send, stats, bins = self._send, self.stats, MsHistogram.BINS
         counts = stats.counts
         drop_rate, rand = self._drop_rate, self._rng.random
         t0 = mono()
@@ -193,7 +155,7 @@ class Mic:
                         current = None
                 k += 1
         except gevent.GreenletExit:
-            raise
+            return  # a clean end: no exception (and no traceback holding this frame) is kept
         except BaseException as exc:  # the socket went away: the session notices via self.error
             self.error = exc
             for u in ([current] if current else []) + list(self._queue):
@@ -252,40 +214,3 @@ class LagMonitor:
 
 
 LAG = LagMonitor()
-
-
-def realtime_gc(period_s: float | None = 5.0, full_after_sessions: int = 500,
-                full_every_s: float = 300.0) -> gevent.Greenlet | None:
-    """Keep the cyclic GC from stalling every session at once; call once after warm-up.
-
-    A full collection walks every live tracked object: 25 ms at 400 sessions (measured), during
-    which no frame goes out, so every turn in flight is flagged invalid. ``gc.freeze()`` (O(1))
-    moves the live objects out of the collector's sight (reference counting still frees them);
-    this freezes once now (the imported modules: 19 ms of a 43 ms pause at 200 000 objects) and
-    then every ``period_s``, so young collections stay ~3 ms and full ones stop happening. Objects
-    that end up in reference cycles while frozen are not collected: running turns leave none
-    (measured), an ended session ~144. So after ``full_after_sessions`` sessions have ended, and at
-    most every ``full_every_s``, one full collection runs: the leak stays bounded and the pause
-    rare (turns in flight then are flagged by the lag probe, as they should be). Nothing here walks
-    the heap (``gc.get_freeze_count()`` would: 10-15 ms at 750 sessions). ``period_s=None`` only
-    freezes the startup heap.
-    """
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    if not period_s:
-        return None
-
-    def refreeze() -> None:
-        ended, last_full = LAG.ended, time.monotonic()
-        while True:
-            gevent.sleep(period_s)
-            now = time.monotonic()
-            if LAG.ended - ended >= full_after_sessions and now - last_full >= full_every_s:
-                gc.unfreeze()
-                gc.collect()
-                ended, last_full = LAG.ended, now
-            gc.freeze()
-
-    return gevent.spawn(refreeze)

@@ -18,9 +18,11 @@ import gevent
 import gevent.event
 import gevent.pool
 
+from ..histogram import MsHistogram
 from ..records import SessionRecord, TurnRecord
 from ..scenario import Scenario
 from ..shapes import ShapePlan
+from .gcmode import realtime_gc
 from .session import CallerSession, Endpoint, SessionOptions
 
 #: A user whose sessions cannot even start a turn (refused, 401, DNS, TLS...) waits 1, 2, 4... s
@@ -61,7 +63,7 @@ class LiveStats:
 class LoadRunner:
     def __init__(self, scenario: Scenario, endpoints: list[Endpoint], plan: ShapePlan, *,
                  on_turn: Callable[[TurnRecord], None], on_session: Callable[[SessionRecord], None],
-                 run_id: str = "", sessions_per_user: int | None = None, kernel_stamps: bool = False,
+                 run_id: str = "", sessions_per_user: int | None = None, kernel_stamps: bool = True,
                  progress: TextIO | None = sys.stderr, worker: str = "local", seed: int = 0,
                  recording_dir: str | None = None):
         self.sc = scenario
@@ -85,7 +87,8 @@ class LoadRunner:
         self.active = 0
         self.stopping = False
         self._stop = gevent.event.Event()
-        self.stamp_delays_ns: list[int] = []
+        self.lateness = MsHistogram()  # every frame's send lateness, all sessions merged
+        self.stamp_delays = MsHistogram()  # user-space read stamp - kernel arrival stamp, per read
         self.session_records: list[SessionRecord] = []
 
     # -- public ---------------------------------------------------------------------------------------
@@ -96,6 +99,7 @@ class LoadRunner:
         prepare(self.sc)
         handlers = self._install_signals()
         ticker = gevent.spawn(self._progress_loop) if self.progress else None
+        release_gc = realtime_gc()  # no 25-45 ms collector pauses under every session at once
         try:
             self._drive()
         finally:
@@ -108,6 +112,7 @@ class LoadRunner:
                 ticker.kill()
             for handle in handlers:
                 handle.cancel()
+            release_gc()  # after the drain: its sessions still stream in real time
         if self.progress:
             print(self.stats.line(0), file=self.progress, flush=True)
         return {"turns": len(self.stats.turns), "sessions": self.stats.sessions, "breakpoint": self.plan.breakpoint}
@@ -188,8 +193,10 @@ class LoadRunner:
         finally:
             # In `finally`: a session killed at the end of stop_timeout still gets its one record.
             self.active -= 1
-            if session.transport is not None and session.transport.stamp_delays_ns:
-                self.stamp_delays_ns.extend(session.transport.stamp_delays_ns)
+            if session.mic is not None:
+                self.lateness.merge(session.mic.stats)
+            if session.transport is not None:
+                self.stamp_delays.merge(session.transport.stamp_delays)
             self.stats.sessions += 1
             self.stats.rejected += rec.outcome == "rejected"
             self.session_records.append(rec)

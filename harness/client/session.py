@@ -47,13 +47,21 @@ class Endpoint:
     open_timeout_s: float = 30.0
 
 
+def _closed_send(data: bytes) -> None:
+    raise ConnectionError("session ended")
+
+
+def _ignore_message(payload: bytes, t: int, binary: bool) -> None:
+    pass
+
+
 @dataclass
 class SessionOptions:
     run_id: str = ""
     worker: str = ""
     session_id: str = ""
     seed: int = 0
-    kernel_stamps: bool = False
+    kernel_stamps: bool = True  # kernel arrival stamps on plain ws:// (harness/kstamp.py)
     on_record: Callable[[TurnRecord], None] = lambda r: None
     active_sessions: Callable[[], int] = lambda: 0
     stopping: Callable[[], bool] = lambda: False
@@ -303,6 +311,19 @@ class CallerSession:
             except Exception as exc:  # a recording must never cost the records
                 rec.error = (rec.error + "; " if rec.error else "") + f"recording failed: {exc}"[:200]
         rec.t_end = time.time()
+        self._unlink()
+
+    def _unlink(self) -> None:
+        """Drop the back-references (bound methods) that tie the mic, transport and timeline to this
+        session, so an ended session is freed by reference counting: under ``realtime_gc``'s frozen
+        heap, cycles would wait for a rare full collection. What runners read afterwards (the
+        record, ``mic.stats``, ``transport.stamp_delays``/``closed``) stays."""
+        if self.mic is not None:
+            self.mic._send = _closed_send
+        if self.transport is not None:
+            self.transport.on_message = _ignore_message
+        self.timeline.voiced = None
+        self.timeline.on_turn_event = None
 
     # -- I/O callbacks (reader greenlet) -----------------------------------------------------------------
     def _on_message(self, payload: bytes, t: int, binary: bool) -> None:

@@ -13,7 +13,6 @@ import random
 import socket as _stdsocket
 import struct
 import time
-from array import array
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -29,21 +28,22 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
+from .. import kstamp
+from ..histogram import MsHistogram
+
 try:
     from websockets.speedups import apply_mask
 except ImportError:  # pure-Python websockets build
     from websockets.utils import apply_mask
 
-SO_TIMESTAMPNS = getattr(_stdsocket, "SO_TIMESTAMPNS", 35)  # Linux value; Python does not export it
-_TIMESPEC = struct.Struct("@ll")
 # 64 KB, not more: CPython allocates the full size per recv() and larger blocks go through
 # mmap/munmap, which cost ~9 µs per read (measured); websockets reassembles bigger messages anyway.
 READ_SIZE = 65536
 MAX_MESSAGE = 16 * 1024 * 1024
-#: With kernel timestamps on, which instant stamps received events: "user" (the reader's clock right
-#: after the read returns; the default) or "kernel" (the SO_TIMESTAMPNS arrival instant, which
-#: carries none of this process's scheduling delay: see bench/DESIGN_NOTES.md). Read per connection.
-EVENT_STAMP = "user"
+#: With kernel timestamps on (the default on plain ws://), which instant stamps received events:
+#: "kernel" (the SO_TIMESTAMPNS arrival instant, free of this process's scheduling delay; harness/
+#: kstamp.py) or "user" (the reader's clock right after the read returns; benchmarks compare both).
+EVENT_STAMP = "kernel"
 _OPEN = State.OPEN
 _HDR_SHORT, _HDR_MID, _HDR_LONG = struct.Struct("!BB"), struct.Struct("!BBH"), struct.Struct("!BBQ")
 # Masking keys only defeat cache poisoning by hostile browser scripts (RFC 6455 §10.3); a PRNG seeded
@@ -103,7 +103,7 @@ class Transport:
     protocol: ClientProtocol
     on_message: OnMessage
     kernel_stamps: bool = False
-    stamp_delays_ns: array = field(default_factory=lambda: array("q"))  # user-space stamp - kernel stamp
+    stamp_delays: MsHistogram = field(default_factory=MsHistogram)  # user-space stamp - kernel stamp, per read
     closed: CloseInfo | None = None
     _lock: gevent.lock.Semaphore = field(default_factory=gevent.lock.Semaphore)
     _reader: gevent.Greenlet | None = None
@@ -175,14 +175,14 @@ class Transport:
         proto = self.protocol
         kernel = self.kernel_stamps
         use_kernel = kernel and EVENT_STAMP == "kernel"
-        recv, recvmsg, delays = self.sock.recv, getattr(self.sock, "recvmsg", None), self.stamp_delays_ns
+        recv, recvmsg, delays = self.sock.recv, getattr(self.sock, "recvmsg", None), self.stamp_delays
         mono = time.monotonic_ns
         for frame in early:  # frames that arrived in the same read as the 101 response
             self._on_frame(frame, t_early)
         while True:
             try:
                 if kernel:
-                    data, ancdata, _flags, _addr = recvmsg(READ_SIZE, 64)
+                    data, ancdata, _flags, _addr = recvmsg(READ_SIZE, kstamp.ANCILLARY_SIZE)
                 else:
                     data = recv(READ_SIZE)
             except (OSError, ssl.SSLError) as exc:
@@ -190,9 +190,9 @@ class Transport:
                 return
             t = mono()  # the user-space stamp: before any parsing
             if kernel and ancdata:
-                k = _kernel_mono_ns(ancdata)
+                k = kstamp.mono_ns(ancdata)
                 if k:
-                    delays.append(t - k)
+                    delays.add((t - k) / 1e6)
                     if use_kernel and k <= t:
                         t = k
             if not data:
@@ -267,6 +267,10 @@ class Transport:
         if self._reader is not None and gevent.getcurrent() is not self._reader:
             self._reader.join(timeout)
             self._reader.kill(block=False)
+            self._reader = None  # the greenlet holds our bound method: no cycle left behind
+            parser = getattr(self.protocol, "parser", None)
+            if parser is not None and hasattr(parser, "close"):
+                parser.close()  # websockets' parser generator references its protocol: free it now
         try:
             self.sock.close()
         except OSError:
@@ -278,19 +282,6 @@ class Transport:
 WALL_MINUS_MONO_NS = time.time_ns() - time.monotonic_ns()
 
 
-def _kernel_mono_ns(ancdata: list) -> int:
-    """The SO_TIMESTAMPNS arrival stamp of a read (CLOCK_REALTIME) on the monotonic clock, or 0.
-
-    The realtime-to-monotonic offset is read afresh each time, so a clock step or NTP correction
-    during a long run cannot bias the stamps (an import-time offset would).
-    """
-    for level, kind, payload in ancdata:
-        if level == _stdsocket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(payload) >= _TIMESPEC.size:
-            sec, nsec = _TIMESPEC.unpack_from(payload)
-            return sec * 1_000_000_000 + nsec - (time.time_ns() - time.monotonic_ns())
-    return 0
-
-
 def connect(url: str, headers: dict[str, str], on_message: OnMessage, *, open_timeout: float = 30.0,
             kernel_stamps: bool = False, ssl_context: ssl.SSLContext | None = None,
             subprotocols: list[str] | None = None) -> Transport:
@@ -299,7 +290,7 @@ def connect(url: str, headers: dict[str, str], on_message: OnMessage, *, open_ti
     proto = ClientProtocol(uri, max_size=MAX_MESSAGE, subprotocols=subprotocols)  # no extensions: no deflate
     try:
         with gevent.Timeout(open_timeout, ConnectError("timeout", f"no handshake within {open_timeout:g}s")):
-            sock = _open_socket(uri.host, uri.port, uri.secure, ssl_context, kernel_stamps)
+            sock, kernel_stamps = _open_socket(uri.host, uri.port, uri.secure, ssl_context, kernel_stamps)
             try:
                 early, t_early = _handshake(sock, proto, headers)
             except BaseException:
@@ -320,7 +311,9 @@ def _default_ssl_context() -> ssl.SSLContext:
     return ctx
 
 
-def _open_socket(host: str, port: int, secure: bool, ctx: ssl.SSLContext | None, kernel_stamps: bool) -> socket.socket:
+def _open_socket(host: str, port: int, secure: bool, ctx: ssl.SSLContext | None,
+                 kernel_stamps: bool) -> tuple[socket.socket, bool]:
+    """The connected (and TLS-wrapped) socket, and whether its reads carry kernel stamps."""
     try:
         infos = socket.getaddrinfo(host, port, type=_stdsocket.SOCK_STREAM)
     except _stdsocket.gaierror as exc:
@@ -330,8 +323,7 @@ def _open_socket(host: str, port: int, secure: bool, ctx: ssl.SSLContext | None,
         sock = socket.socket(family, stype, proto)
         try:
             sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
-            if kernel_stamps and not secure:
-                sock.setsockopt(_stdsocket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            stamped = kernel_stamps and not secure and kstamp.enable(sock)
             sock.connect(addr)
             break
         except OSError as exc:
@@ -346,7 +338,7 @@ def _open_socket(host: str, port: int, secure: bool, ctx: ssl.SSLContext | None,
         except (ssl.SSLError, OSError) as exc:
             sock.close()
             raise ConnectError("tls", f"TLS handshake with {host} failed: {exc}") from None
-    return sock
+    return sock, stamped
 
 
 def _handshake(sock: socket.socket, proto: ClientProtocol, headers: dict[str, str]) -> tuple[list[Frame], int]:

@@ -1,7 +1,7 @@
 """The simulator's I/O: a websockets asyncio server running one SimSession per connection.
 
-Messages are handed to the session straight from ``data_received`` (stamped with the instant their
-bytes arrived, before any queueing in this process), the session's actions are executed in order
+Messages are handed to the session straight from ``data_received`` (stamped with the kernel's
+arrival instant of their bytes on plain TCP, harness/kstamp.py; else the instant the read returned), the session's actions are executed in order
 on the spot - sends are synchronous and non-blocking - and timers go on the event loop. A lag
 monitor samples event-loop drift every 50 ms: if the simulator is overloaded, its stats say so.
 """
@@ -24,6 +24,8 @@ from websockets.frames import DATA_OPCODES, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from .. import kstamp
+from ..histogram import MsHistogram
 from .actions import Action, Close, Compute, Record, Send, SendRaw, Timer
 from .handshake import Handshake, check, reject
 from .profiles import Profile, load_profile, rng_for
@@ -50,7 +52,8 @@ class _StampedConnection(ServerConnection):
     fragments still take websockets' normal path.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, kernel_stamps: bool = True, rx_delays: MsHistogram | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._rx_mono = 0
         self._rx_wall = 0
@@ -60,13 +63,28 @@ class _StampedConnection(ServerConnection):
         self.on_lost: Any = None
         self.early: list[tuple[bytes, int, int]] = []  # messages that beat the handler to it
         self.on_message: Any = self._keep_early  # (data: bytes, mono_ns, wall_ns) -> None
+        self.kernel_stamps = kernel_stamps  # receive stamps from SO_TIMESTAMPNS on plain TCP
+        self.rx_delays = rx_delays  # user-space stamp - kernel stamp, per read (the simulator's)
 
     def _keep_early(self, data: bytes, mono: int, wall: int) -> None:
         self.early.append((data, mono, wall))
 
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        if self.kernel_stamps:
+            self.kernel_stamps = kstamp.stamp_asyncio_reads(transport)
+
     def data_received(self, data: bytes) -> None:
-        self._rx_mono = mono = time.monotonic_ns()
-        self._rx_wall = wall = time.time_ns()
+        mono, wall = time.monotonic_ns(), time.time_ns()
+        k = kstamp.take_read_stamp() if self.kernel_stamps else 0
+        if k and 0 <= wall - k < 10_000_000_000:
+            # The kernel's arrival instant: the truth log's receive stamps then carry none of this
+            # event loop's lag (p99 3 ms at 200 sessions), which would otherwise count as harness error.
+            delay = wall - k
+            if self.rx_delays is not None:
+                self.rx_delays.add(delay / 1e6)
+            mono, wall = mono - delay, k
+        self._rx_mono, self._rx_wall = mono, wall
         splitter = self._splitter
         if splitter is None:
             # Fast path from the first bytes after the upgrade (websockets' reader holds none yet).
@@ -192,7 +210,8 @@ class Simulator:
 
     def __init__(self, profile: str | Profile | None = None, *, truth_log: str | None = None, seed: int | None = None,
                  host: str = "127.0.0.1", port: int = 0, overrides: dict[str, Any] | None = None,
-                 fixtures_dir: str = "audio_fixtures", replies: list[Any] | None = None) -> None:
+                 fixtures_dir: str = "audio_fixtures", replies: list[Any] | None = None,
+                 kernel_stamps: bool = True) -> None:
         self.profile = load_profile(profile, overrides)
         self.seed = self.profile.seed if seed is None else int(seed)
         self.host, self.port = host, port
@@ -207,6 +226,8 @@ class Simulator:
         self.reserved = 0
         self.messages_out = 0
         self.lag_ms: deque[float] = deque(maxlen=LAG_SAMPLES_KEPT)
+        self.kernel_stamps = kernel_stamps
+        self.rx_delays = MsHistogram()
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sim-work")
         self.started_at = 0.0
         self._server: Any = None
@@ -227,7 +248,9 @@ class Simulator:
         gc.freeze()
         self._server = await serve(self._handler, self.host, self.port, process_request=self._process_request,
                                    select_subprotocol=_select_subprotocol, compression=None, max_size=MAX_MESSAGE,
-                                   max_queue=None, create_connection=_StampedConnection, ping_interval=None,
+                                   max_queue=None, ping_interval=None,
+                                   create_connection=functools.partial(  # type: ignore[arg-type]
+                                       _StampedConnection, kernel_stamps=self.kernel_stamps, rx_delays=self.rx_delays),
                                    open_timeout=30, close_timeout=5)
         self.port = self._server.sockets[0].getsockname()[1]
         self.started_at = time.monotonic()
@@ -335,7 +358,7 @@ class Simulator:
     # --- observability ------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         lag = np.fromiter(self.lag_ms, dtype=np.float64) if self.lag_ms else np.zeros(1)
-        c = self.counters
+        c, rx = self.counters, self.rx_delays
         return {
             "profile": self.profile.name, "seed": self.seed, "url": self.url,
             "uptime_s": round(time.monotonic() - self.started_at, 3) if self.started_at else 0.0,
@@ -347,7 +370,15 @@ class Simulator:
             "errors_sent": c.errors_sent, "truth_lines": self.truth.count,
             "loop_lag_ms": {"samples": len(self.lag_ms), "p50": round(float(np.percentile(lag, 50)), 3),
                             "p99": round(float(np.percentile(lag, 99)), 3), "max": round(float(lag.max()), 3)},
+            # how late a user-space receive stamp would have been; the truth log uses the kernel's
+            "rx_stamp": "kernel" if rx.n else "user",
+            "rx_stamp_delay_ms": {"reads": rx.n, "p50": _r(rx.percentile(50)), "p99": _r(rx.percentile(99)),
+                                  "max": _r(rx.max_ms) if rx.n else None},
         }
+
+
+def _r(v: float | None) -> float | None:
+    return None if v is None else round(v, 3)
 
 
 def _select_subprotocol(conn: ServerConnection, offered: Any) -> str | None:
