@@ -15,6 +15,7 @@ import os
 import gevent
 import sys
 import threading
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from harness.client.runner import MAX_USER_BACKOFF_S  # noqa: E402
 from harness.client.session import CallerSession, SessionOptions, prepare  # noqa: E402
 from harness.records import SessionRecord, TurnRecord  # noqa: E402
 from harness.scenario import ScenarioError, load_scenario  # noqa: E402
-from harness.shapes import make_plan  # noqa: E402
+from harness.shapes import StepWindow, make_plan  # noqa: E402
 
 log = logging.getLogger("voiceload")
 BREACH_EXIT_CODE = 3
@@ -57,6 +58,7 @@ class _State:
         self.workers_seen: set[str] = set()
         self.workers_missing: set[str] = set()
         self.release_gc = None  # gcmode.realtime_gc's release while a test runs on this node
+        self.window = None  # shapes.StepWindow: the current breakpoint step's turns (master / local)
 
 
 STATE = _State()
@@ -222,7 +224,12 @@ def _record(kind: str, data: dict) -> None:
     else:
         STATE.sessions_produced += 1
     if STATE.output is not None:  # local runner: straight to disk
-        (STATE.output.add_turn if kind == "turn" else STATE.output.add_session)(data)
+        if kind == "turn":
+            STATE.output.add_turn(data)
+            if STATE.window is not None:
+                STATE.window.add(data)
+        else:
+            STATE.output.add_session(data)
     else:  # worker: ship with the next stats report
         (STATE.pending_turns if kind == "turn" else STATE.pending_sessions).append(data)
 
@@ -245,12 +252,16 @@ def _receive(client_id: str, payload) -> None:
         return
     for t in payload.get("turns", []):
         STATE.output.add_turn(t)
+        if STATE.window is not None:
+            STATE.window.add(t)
     for s in payload.get("sessions", []):
         STATE.output.add_session(s)
 
 
 @events.test_start.add_listener
 def _test_start(environment, **_kw) -> None:
+    if STATE.plan is not None:  # master / local: the shape's clock starts now (not at init: web UI)
+        STATE.window = StepWindow(STATE.plan, time.time())
     if not isinstance(environment.runner, MasterRunner) and STATE.release_gc is None:
         STATE.release_gc = realtime_gc()  # nodes that run users: no collector pause under every session
 
@@ -310,7 +321,7 @@ class VoiceloadShape(LoadTestShape):
         if STATE.plan is None:
             return None
         t = self.get_run_time()
-        want = STATE.plan.tick(t, _evaluate)
+        want = STATE.plan.tick(t, STATE.window)
         if want is None or want[0] > 0:
             self._idle_since = None
             return want
@@ -320,17 +331,6 @@ class VoiceloadShape(LoadTestShape):
             if t - self._idle_since >= grace:
                 return None
         return want
-
-
-def _evaluate(since_s: float):
-    import pandas as pd
-
-    from harness.records import read_records
-    from harness.report.check import evaluate, parse_threshold
-
-    rows = [r for r in read_records(STATE.output.turns.path)
-            if r.get("t_speech_end", 0) - STATE.output.t0_wall >= since_s]  # this step's turns only
-    return evaluate(pd.DataFrame(rows), [parse_threshold(h) for h in STATE.plan.params.get("hold", [])])
 
 
 os.environ.setdefault("VOICELOAD_IN_LOCUST", "1")

@@ -117,6 +117,36 @@ class ShapePlan:
         return users
 
 
+class StepWindow:
+    """The turn records of the breakpoint step being judged, for its ``hold`` thresholds.
+
+    Whole records, so any threshold ``voiceload check`` accepts works here too; turns from earlier
+    steps are dropped as the sweep advances, and nothing is kept at all for other shapes (a soak
+    must not grow memory). Call it with a step's start (seconds into the run): that is the
+    ``evaluate`` argument of :meth:`ShapePlan.tick`. Records are placed by their own
+    ``t_speech_end`` (wall clock), so records that reach a Locust master late still count.
+    """
+
+    def __init__(self, plan: ShapePlan, t0_wall: float) -> None:
+        self.holds = list(plan.params.get("hold", [])) if plan.kind == "breakpoint" else []
+        self.t0_wall = t0_wall
+        self._since_wall = t0_wall
+        self._rows: list[dict[str, Any]] = []
+
+    def add(self, record: dict[str, Any]) -> None:
+        if self.holds and record.get("t_speech_end", 0) >= self._since_wall:
+            self._rows.append(record)
+
+    def __call__(self, since_s: float) -> list[Any]:
+        import pandas as pd
+
+        from .report.check import evaluate, parse_threshold
+
+        self._since_wall = self.t0_wall + since_s
+        self._rows = [r for r in self._rows if r.get("t_speech_end", 0) >= self._since_wall]
+        return evaluate(pd.DataFrame(self._rows), [parse_threshold(h) for h in self.holds])
+
+
 def make_plan(load: Any, *, users: int | None = None, spawn_rate: float | None = None,
               duration_s: float | None = None, drain_s: float | None = None) -> ShapePlan:
     """Build the plan from a scenario's ``load`` block; explicit arguments (CLI/Locust flags) win."""

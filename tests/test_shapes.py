@@ -64,3 +64,39 @@ def test_invalid_shape_parameters_are_named():
     problems = validate_shape(SimpleNamespace(type="step", params={"step_users": "many", "jump": 1}), "load.shape")
     assert ("load.shape.step_users", "expected an integer between 0 and 20000, got 'many'") in problems
     assert any(p[0] == "load.shape.jump" and "unknown parameter" in p[1] for p in problems)
+
+
+def _turn(t: float, first_audio: float, vad: float, complete: bool = True) -> dict:
+    from harness.records import TurnRecord
+
+    rec = TurnRecord(target="t", scenario="s", t_speech_end=t, first_audio_ms=first_audio, vad_ms=vad,
+                     complete=complete, reason="complete" if complete else "no_response", valid=True)
+    return rec.to_dict()
+
+
+def test_step_window_judges_each_step_on_its_own_whole_records():
+    from harness.shapes import StepWindow
+
+    hold = ["vad_ms.p95 <= 700", "completeness >= 0.9"]  # not only first audio: any `check` threshold
+    plan = make_plan(load("breakpoint", start_users=10, step_users=10, step_every="10s", max_users=100, hold=hold))
+    win = StepWindow(plan, t0_wall=1000.0)
+    for i in range(20):  # step 1 (0-10 s): fine
+        win.add(_turn(1000.5 + i * 0.4, 900, 600))
+    for i in range(20):  # step 2 (10-20 s): VAD slow, one turn in ten fails
+        win.add(_turn(1010.5 + i * 0.4, 900, 850, complete=i % 10 != 0))
+    both = win(0.0)  # from 0 s on: both steps are in the window (2 of 40 turns failed)
+    assert [r.passed for r in both] == [False, True] and both[1].actual == 0.95
+    step2 = win(10.0)
+    assert {r.threshold.expr: r.passed for r in step2} == {"vad_ms.p95": False, "completeness": True}
+    assert step2[0].actual == 850 and len(win._rows) == 20  # step 1's records were dropped
+    win.add(_turn(1005.0, 900, 600))  # a late record from a step already judged is not kept
+    assert len(win._rows) == 20
+
+
+def test_step_window_keeps_nothing_for_other_shapes():
+    from harness.shapes import StepWindow
+
+    win = StepWindow(make_plan(load("soak", users=40, ramp="20s")), t0_wall=0.0)
+    for i in range(100):
+        win.add(_turn(float(i), 900, 600))
+    assert win._rows == []

@@ -11,6 +11,7 @@ import itertools
 import signal
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, TextIO
 
@@ -21,7 +22,7 @@ import gevent.pool
 from ..histogram import MsHistogram
 from ..records import SessionRecord, TurnRecord
 from ..scenario import Scenario
-from ..shapes import ShapePlan
+from ..shapes import ShapePlan, StepWindow
 from .gcmode import realtime_gc
 from .session import CallerSession, Endpoint, SessionOptions
 
@@ -32,32 +33,38 @@ MAX_USER_BACKOFF_S = 10.0
 
 @dataclass
 class LiveStats:
-    """Rolling view of the run for the progress line and breakpoint sweeps."""
+    """Counters and the last minute of first-audio latencies, for the progress line: bounded, so a
+    multi-hour soak does not grow with every turn (the records themselves are on disk)."""
+
+    RECENT_S = 60.0
 
     t0: float = field(default_factory=time.monotonic)
-    turns: list[tuple[float, float | None, bool, str]] = field(default_factory=list)  # (t, first_audio, ok, target)
+    turns: int = 0
+    failures: int = 0
     sessions: int = 0
     rejected: int = 0
     invalid: int = 0
+    recent: deque = field(default_factory=deque)  # (t since t0, first_audio_ms) of valid turns
 
     def add(self, rec: TurnRecord) -> None:
+        now = time.monotonic() - self.t0
+        self.turns += 1
+        self.failures += not rec.complete
         self.invalid += not rec.valid
-        self.turns.append((time.monotonic() - self.t0, rec.first_audio_ms if rec.valid else None, rec.complete,
-                           rec.target))
-
-    def window(self, since_s: float) -> list[tuple[float, float | None, bool, str]]:
-        return [t for t in self.turns if t[0] >= since_s]
+        if rec.valid and rec.first_audio_ms is not None:
+            self.recent.append((now, rec.first_audio_ms))
+        while self.recent and self.recent[0][0] < now - self.RECENT_S:
+            self.recent.popleft()
 
     def line(self, users: int) -> str:
-        lat = sorted(x[1] for x in self.turns if x[1] is not None)
-        fails = sum(1 for x in self.turns if not x[2])
+        lat = sorted(fa for _, fa in self.recent)
 
         def pct(q: float) -> str:
             return f"{lat[min(len(lat) - 1, int(q * len(lat)))]:.0f}" if lat else "-"
 
         return (f"[{time.monotonic() - self.t0:6.1f}s] users={users} sessions={self.sessions} "
-                f"turns={len(self.turns)} first_audio p50={pct(0.5)} p95={pct(0.95)} ms "
-                f"failures={fails} rejected={self.rejected}")
+                f"turns={self.turns} first_audio p50={pct(0.5)} p95={pct(0.95)} ms (last minute) "
+                f"failures={self.failures} rejected={self.rejected}")
 
 
 class LoadRunner:
@@ -79,6 +86,7 @@ class LoadRunner:
         self.seed = seed
         self.recording_dir = recording_dir
         self.stats = LiveStats()
+        self.step_window = StepWindow(plan, time.time())  # re-based when run() starts
         self.pool = gevent.pool.Group()
         self.users: list[gevent.Greenlet] = []
         self._retiring: set[int] = set()
@@ -89,7 +97,7 @@ class LoadRunner:
         self._stop = gevent.event.Event()
         self.lateness = MsHistogram()  # every frame's send lateness, all sessions merged
         self.stamp_delays = MsHistogram()  # user-space read stamp - kernel arrival stamp, per read
-        self.session_records: list[SessionRecord] = []
+        self.worst_session_late_p99_ms: float | None = None  # the worst session's pacing p99
 
     # -- public ---------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -115,7 +123,7 @@ class LoadRunner:
             release_gc()  # after the drain: its sessions still stream in real time
         if self.progress:
             print(self.stats.line(0), file=self.progress, flush=True)
-        return {"turns": len(self.stats.turns), "sessions": self.stats.sessions, "breakpoint": self.plan.breakpoint}
+        return {"turns": self.stats.turns, "sessions": self.stats.sessions, "breakpoint": self.plan.breakpoint}
 
     def stop(self) -> None:
         self._stop.set()
@@ -123,9 +131,10 @@ class LoadRunner:
     # -- load shape -------------------------------------------------------------------------------------
     def _drive(self) -> None:
         t0 = time.monotonic()
+        self.step_window = StepWindow(self.plan, time.time())
         while not self._stop.is_set():
             elapsed = time.monotonic() - t0
-            want = self.plan.tick(elapsed, self._evaluate)
+            want = self.plan.tick(elapsed, self.step_window)
             if want is None:
                 return
             users, rate = want
@@ -142,15 +151,6 @@ class LoadRunner:
                 if elapsed >= self.plan.total_s - self.plan.drain_s:
                     return
             self._stop.wait(1.0)
-
-    def _evaluate(self, since_s: float) -> list[Any]:
-        import pandas as pd
-
-        from ..report.check import evaluate, parse_threshold
-
-        rows = [{"first_audio_ms": fa, "complete": ok, "valid": fa is not None, "target": tg, "reason": "",
-                 "scenario": self.sc.name} for _, fa, ok, tg in self.stats.window(since_s)]
-        return evaluate(pd.DataFrame(rows), [parse_threshold(h) for h in self.plan.params.get("hold", [])])
 
     def _spawn_user(self) -> None:
         uid = next(self._user_ids)
@@ -199,12 +199,15 @@ class LoadRunner:
                 self.stamp_delays.merge(session.transport.stamp_delays)
             self.stats.sessions += 1
             self.stats.rejected += rec.outcome == "rejected"
-            self.session_records.append(rec)
+            if rec.pacing_late_p99_ms is not None:
+                self.worst_session_late_p99_ms = max(self.worst_session_late_p99_ms or 0.0, rec.pacing_late_p99_ms)
             self.on_session(rec)
         return rec
 
     def _turn(self, rec: TurnRecord) -> None:
         self.stats.add(rec)
+        if self.step_window.holds:
+            self.step_window.add(rec.to_dict())
         self.on_turn(rec)
 
     # -- plumbing -----------------------------------------------------------------------------------------
