@@ -97,26 +97,42 @@ def _saturated(row: dict) -> bool:
 
 def run_series(kind: str, steps: list[int], args: argparse.Namespace, deadline: float, pacing: str = "",
                server: str = "sim", log=print) -> list[dict]:
-    rows = []
-    for n in steps:
-        runs: list[dict] = []
-        for attempt in range(1 + args.repeats):
-            quiet = S.wait_quiet(NOISY_PCT * 2, args.quiet_wait) if not args.quick else None
-            run = H.run_step(n, kind=kind, window_s=args.window if kind == "harness" else args.baseline_window,
-                             settle_s=args.settle, grace_s=args.grace, ramp_s=args.ramp, pacing=pacing or "naive",
-                             nice=args.nice, spread_ms=args.spread_ms, gc=args.gc, event_stamp=args.event_stamp,
-                             server=server)
-            run["others_before_pct"] = quiet
-            runs.append(run)
-            log(report.progress_line(run))
-            if not _disturbed(run) or time.monotonic() > deadline or args.quick:
-                break
+    def one(n: int) -> dict:
+        quiet = S.wait_quiet(NOISY_PCT * 2, args.quiet_wait) if not args.quick else None
+        run = H.run_step(n, kind=kind, window_s=args.window if kind == "harness" else args.baseline_window,
+                         settle_s=args.settle, grace_s=args.grace, ramp_s=args.ramp, pacing=pacing or "naive",
+                         nice=args.nice, spread_ms=args.spread_ms, gc=args.gc, event_stamp=args.event_stamp,
+                         server=server)
+        run["others_before_pct"] = quiet
+        log(report.progress_line(run))
+        return run
+
+    def row_of(runs: list[dict]) -> dict:
         row = _median_row(runs)
         row["all_runs"] = runs
-        rows.append(row)
-        if _saturated(row) or time.monotonic() > deadline:
+        return row
+
+    rows = []
+    for n in steps:
+        runs = [one(n)]
+        while _disturbed(runs[-1]) and len(runs) <= args.repeats and time.monotonic() < deadline and not args.quick:
+            runs.append(one(n))
+        rows.append(row_of(runs))
+        if _saturated(rows[-1]) or time.monotonic() > deadline:
             break
+    # A step that failed (pacing, or > 1 % turns invalid) below one that passed met a stall other processes did not show (on a
+    # VM: the hypervisor). Run it twice more and quote the median of three, rather than cherry-pick.
+    for i, row in enumerate(rows):
+        if (not _healthy(row) and any(_healthy(r) for r in rows[i + 1:]) and not args.quick
+                and time.monotonic() < deadline):
+            runs = row["all_runs"] + [one(row["sessions"]) for _ in range(2)]
+            rows[i] = row_of(runs)
+            rows[i]["rerun"] = "failed below a passing count"
     return rows
+
+
+def _healthy(r: dict) -> bool:
+    return pacing_ok(r) and (r.get("invalid_pct") or 0.0) <= 1.0
 
 
 def pacing_ok(r: dict) -> bool:
@@ -126,13 +142,22 @@ def pacing_ok(r: dict) -> bool:
 
 def summarise(harness: list[dict], baseline: list[dict]) -> dict[str, Any]:
     def best(rows: list[dict], pred) -> int:
-        return max((r["sessions"] for r in rows if pred(r)), default=0)
+        """The largest count up to which every tested step passed: a pass above a failure is noise
+        or luck, not capacity (summary["..._passed_above"] lists those for a re-run)."""
+        ok = 0
+        for n in sorted({r["sessions"] for r in rows}):
+            if not all(pred(r) for r in rows if r["sessions"] == n):
+                break
+            ok = n
+        return ok
 
     both_ok = lambda r: pacing_ok(r) and r.get("err_p99_ms") is not None and r["err_p99_ms"] <= GOAL_ERR_P99_MS  # noqa: E731
     h_pacing = best(harness, pacing_ok)
     out: dict[str, Any] = {
         "goals": {"late_p99_ms": GOAL_LATE_P99_MS, "err_p99_ms": GOAL_ERR_P99_MS, "rss_kb_per_session": GOAL_RSS_KB},
         "harness_max_sessions_pacing": h_pacing,
+        "harness_pacing_passed_above": sorted({r["sessions"] for r in harness
+                                               if r["sessions"] > h_pacing and pacing_ok(r)}),
         "harness_max_sessions_meeting_goals": best([r for r in harness if r.get("server") == "sim"], both_ok),
         "harness_max_sessions_turns_valid": best(
             harness, lambda r: pacing_ok(r) and r.get("invalid_pct") is not None and r["invalid_pct"] <= 1.0),

@@ -36,6 +36,7 @@ from harness.shapes import StepWindow, make_plan  # noqa: E402
 
 log = logging.getLogger("voiceload")
 BREACH_EXIT_CODE = 3
+WORKER_ACTIVE_STALE_S = 10.0  # a worker silent this long (gone, or stopped) no longer counts
 
 
 class _State:
@@ -58,6 +59,7 @@ class _State:
         self.workers_seen: set[str] = set()
         self.workers_missing: set[str] = set()
         self.release_gc = None  # gcmode.realtime_gc's release while a test runs on this node
+        self.worker_active: dict[str, tuple[int, float]] = {}  # master: worker -> (live sessions, when)
         self.window = None  # shapes.StepWindow: the current breakpoint step's turns (master / local)
 
 
@@ -236,9 +238,10 @@ def _record(kind: str, data: dict) -> None:
 
 @events.report_to_master.add_listener
 def _report_to_master(client_id, data, **_kw) -> None:
-    if STATE.pending_turns or STATE.pending_sessions:
-        data["voiceload"] = {"turns": STATE.pending_turns, "sessions": STATE.pending_sessions}
-        STATE.pending_turns, STATE.pending_sessions = [], []
+    # Every report carries this worker's live session count, records or not: the master needs all
+    # workers' counts to stamp turns with the run's concurrency.
+    data["voiceload"] = {"turns": STATE.pending_turns, "sessions": STATE.pending_sessions, "active": STATE.active}
+    STATE.pending_turns, STATE.pending_sessions = [], []
 
 
 @events.worker_report.add_listener
@@ -250,12 +253,21 @@ def _receive(client_id: str, payload) -> None:
     STATE.workers_seen.add(client_id)
     if not payload or STATE.output is None:
         return
+    now = time.monotonic()
+    others = sum(n for w, (n, at) in STATE.worker_active.items()
+                 if w != client_id and now - at < WORKER_ACTIVE_STALE_S)
     for t in payload.get("turns", []):
+        # A worker only knows its own sessions; the run's concurrency at this turn is its count then
+        # plus the other workers' latest (reported every few seconds: an estimate at that resolution).
+        if isinstance(t.get("active_sessions"), int):
+            t["active_sessions"] += others
         STATE.output.add_turn(t)
         if STATE.window is not None:
             STATE.window.add(t)
     for s in payload.get("sessions", []):
         STATE.output.add_session(s)
+    if isinstance(payload.get("active"), int):
+        STATE.worker_active[client_id] = (payload["active"], now)
 
 
 @events.test_start.add_listener

@@ -129,6 +129,8 @@ def test_master_with_two_workers_receives_every_record_exactly_once(tmp_path):
     assert len(keys) == len(set(keys))  # exactly once
     by_worker = {w: sum(1 for t in turns if t["worker"] == w) for w in produced}
     assert by_worker == produced and all(n > 0 for n in produced.values()), (by_worker, produced)
+    # 4 users on 2 workers: a worker never has more than 2 sessions, the run had up to 4
+    assert 2 < max(t["active_sessions"] for t in turns) <= 4, [t["active_sessions"] for t in turns]
     meta = json.loads((out / "run.json").read_text())
     assert sorted(meta["workers"]["seen"]) == sorted(produced) and meta["workers"]["missing"] == []
     report = (out / "report.html").read_text(encoding="utf-8")
