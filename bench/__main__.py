@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: measured against the sink (bench/sink.py), which has no ground truth.
 SERIES = [
     ("harness", "sim", "", [50, 100, 200, 300, 400, 500]),
-    ("harness", "sink", "", [500, 750, 850, 1000]),
+    ("harness", "sink", "", [500, 750, 850, 1000, 1200]),
     ("baseline", "sim", "naive", [25, 100]),
     ("baseline", "sim", "deadline", [200]),
     ("baseline", "sink", "deadline", [300, 400, 450, 500]),
