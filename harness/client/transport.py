@@ -132,33 +132,30 @@ class Transport:
         """
         if self.closed is not None:
             raise ConnectionError("connection closed")
+        proto, lock = self.protocol, self._lock
         try:
-            self._send_text(data)
+            if (proto._state is _OPEN and self._raw_send is not None and not lock.locked()
+                    and not proto.expect_continuation_frame and not proto.debug):
+                frame = text_frame(data)
+                try:
+                    sent = self._raw_send(frame)
+                except BlockingIOError:
+                    sent = 0
+                if sent < len(frame):
+                    with lock:
+                        self.sock.sendall(memoryview(frame)[sent:])
+                return
+            with lock:  # TLS, another send is blocked, or not OPEN (websockets raises the right error)
+                if proto._state is _OPEN and not proto.expect_continuation_frame and not proto.debug:
+                    self.sock.sendall(text_frame(data))
+                else:
+                    proto.send_text(data)
+                    self._flush()
         except (OSError, ssl.SSLError) as exc:
             # After a reset the kernel reports ECONNRESET to whichever call comes first; if a send
             # took it, the reader only sees a bare EOF, so it needs the cause from here.
             self._send_error = self._send_error or f"{type(exc).__name__}: {exc}"
             raise ConnectionError(str(exc)) from exc
-
-    def _send_text(self, data: bytes) -> None:
-        proto, lock = self.protocol, self._lock
-        if (proto._state is _OPEN and self._raw_send is not None and not lock.locked()
-                and not proto.expect_continuation_frame and not proto.debug):
-            frame = text_frame(data)
-            try:
-                sent = self._raw_send(frame)
-            except BlockingIOError:
-                sent = 0
-            if sent < len(frame):
-                with lock:
-                    self.sock.sendall(memoryview(frame)[sent:])
-            return
-        with lock:  # TLS, another send is blocked, or not OPEN (websockets raises the right error)
-            if proto._state is _OPEN and not proto.expect_continuation_frame and not proto.debug:
-                self.sock.sendall(text_frame(data))
-            else:
-                proto.send_text(data)
-                self._flush()
 
     def _flush(self) -> None:
         for chunk in self.protocol.data_to_send():
