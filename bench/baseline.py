@@ -176,7 +176,7 @@ def run(cfg: dict) -> dict:
     res.update({
         "sessions": n, "sessions_streaming": live,
         "session_problems": {e: sum(1 for s in sessions if s.error == e) for e in {s.error for s in sessions if s.error}},
-        "frames": late.n, "frames_per_s": round(late.n / res["window_s"], 1), **S.hist_summary("late", late),
+        "frames": late.n, "frames_per_s": round(late.n / res["window_s"], 1), **late.summary("late"),
         "threads": threading.active_count(),
         "drift_ms_per_s": round(drift[len(drift) // 2], 3) if drift else None,
         "rss_base": rss_base, "turns": turns,

@@ -172,9 +172,9 @@ def run(cfg: dict) -> dict:
             outcomes[key] = outcomes.get(key, 0) + 1
     res.update({
         "sessions": n, "sessions_streaming": live, "session_problems": outcomes,
-        "frames": late.n, "frames_per_s": round(late.n / res["window_s"], 1), **S.hist_summary("late", late),
+        "frames": late.n, "frames_per_s": round(late.n / res["window_s"], 1), **late.summary("late"),
         "loop_lag_p99_ms": S.pct(lags, 99), "loop_lag_max_ms": round(max(lags), 3) if lags else None,
-        "stamp_reads": stamps.n, **S.hist_summary("stamp", stamps),
+        "stamp_reads": stamps.n, **stamps.summary("stamp"),
         "rss_base": rss_base, "turns": turns, "greenlets": len(greenlets),
         "clock": "mono", "w0_ns": w0, "w1_ns": w1, "wall_minus_mono_ns": WALL_MINUS_MONO_NS,
     })

@@ -9,15 +9,6 @@ from __future__ import annotations
 import os
 import resource
 
-from harness.histogram import MsHistogram
-
-
-def hist_summary(prefix: str, h: MsHistogram) -> dict[str, float | None]:
-    """``<prefix>_p50_ms``, ``_p99_ms`` (bin upper edges, capped at the true max: conservative), ``_max_ms``."""
-    r = (lambda v: None if v is None else round(v, 3))
-    return {f"{prefix}_p50_ms": r(h.percentile(50)), f"{prefix}_p99_ms": r(h.percentile(99)),
-            f"{prefix}_max_ms": round(h.max_ms, 3) if h.n else None}
-
 
 def pct(values: list[float], q: float) -> float | None:
     if not values:

@@ -169,15 +169,11 @@ def self_check(runner: Any) -> dict[str, Any]:
     """What the generator says about its own honesty, for run.json and the report banner."""
     from .client import transport
 
-    def r(v: float | None) -> float | None:
-        return None if v is None else round(v, 3)
-
     late, stamps = runner.lateness, runner.stamp_delays
+    worst = runner.worst_session_late_p99_ms
     out: dict[str, Any] = {
-        "pacing_late_p50_ms": r(late.percentile(50)),
-        "pacing_late_p99_ms": r(late.percentile(99)),
-        "pacing_late_max_ms": r(late.max_ms) if late.n else None,
-        "pacing_late_p99_worst_session_ms": r(runner.worst_session_late_p99_ms),
+        **late.summary("pacing_late"),
+        "pacing_late_p99_worst_session_ms": None if worst is None else round(worst, 3),
         "frames_sent": late.n,
         "invalid_turns": runner.stats.invalid,
         "sessions": runner.stats.sessions,
@@ -185,8 +181,7 @@ def self_check(runner: Any) -> dict[str, Any]:
         "event_stamp": transport.EVENT_STAMP if stamps.n else "user",
     }
     if stamps.n:  # how much scheduling delay a user-space stamp would carry: the load on this process
-        out.update(stamp_reads=stamps.n, stamp_delay_p50_ms=r(stamps.percentile(50)),
-                   stamp_delay_p99_ms=r(stamps.percentile(99)), stamp_delay_max_ms=r(stamps.max_ms))
+        out.update(stamp_reads=stamps.n, **stamps.summary("stamp_delay"))
     return out
 
 

@@ -56,3 +56,11 @@ class MsHistogram:
             if seen >= rank and c:
                 return min((i + 1) * self.BIN_MS, self.max_ms)
         return self.max_ms
+
+    def summary(self, prefix: str) -> dict[str, float | None]:
+        """``<prefix>_p50_ms``, ``_p99_ms`` and ``_max_ms``, rounded to µs (None when empty)."""
+        def r(v: float | None) -> float | None:
+            return None if v is None else round(v, 3)
+
+        return {f"{prefix}_p50_ms": r(self.percentile(50)), f"{prefix}_p99_ms": r(self.percentile(99)),
+                f"{prefix}_max_ms": r(self.max_ms) if self.n else None}

@@ -226,14 +226,16 @@ def _record(kind: str, data: dict) -> None:
     else:
         STATE.sessions_produced += 1
     if STATE.output is not None:  # local runner: straight to disk
-        if kind == "turn":
-            STATE.output.add_turn(data)
-            if STATE.window is not None:
-                STATE.window.add(data)
-        else:
-            STATE.output.add_session(data)
+        (_add_turn if kind == "turn" else STATE.output.add_session)(data)
     else:  # worker: ship with the next stats report
         (STATE.pending_turns if kind == "turn" else STATE.pending_sessions).append(data)
+
+
+def _add_turn(data: dict) -> None:
+    """A turn record reaches the run (local runner or master): to disk, and to the breakpoint step."""
+    STATE.output.add_turn(data)
+    if STATE.window is not None:
+        STATE.window.add(data)
 
 
 @events.report_to_master.add_listener
@@ -261,9 +263,7 @@ def _receive(client_id: str, payload) -> None:
         # plus the other workers' latest (reported every few seconds: an estimate at that resolution).
         if isinstance(t.get("active_sessions"), int):
             t["active_sessions"] += others
-        STATE.output.add_turn(t)
-        if STATE.window is not None:
-            STATE.window.add(t)
+        _add_turn(t)
     for s in payload.get("sessions", []):
         STATE.output.add_session(s)
     if isinstance(payload.get("active"), int):

@@ -116,3 +116,5 @@ def test_histogram_percentiles_merge_and_copy():
     assert a.n == 6 and a.max_ms == 150.0 and a.counts[a.BINS] == 1 and a.counts[0] == 2
     assert snap.n == 4 and snap.percentile(50) == pytest.approx(0.2) and snap.percentile(100) == 5.0
     assert MsHistogram().percentile(99) is None
+    assert snap.summary("late") == {"late_p50_ms": 0.2, "late_p99_ms": 5.0, "late_max_ms": 5.0}
+    assert MsHistogram().summary("x") == {"x_p50_ms": None, "x_p99_ms": None, "x_max_ms": None}
