@@ -155,6 +155,8 @@ def run_scenario(scenario: Any, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if summary.get("breakpoint"):
         out.meta["breakpoint"] = summary["breakpoint"]
+    if runner.budgets.by_resource:  # how the connection quota shaped the run (harness/quota.py)
+        out.meta["quota"] = runner.budgets.summary()
     paths = out.finish(self_check=self_check(runner))
     if out.write_error is not None:
         print(f"error: {out.write_error}; the run was stopped early: {out.turns.count} turn and "

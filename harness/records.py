@@ -86,6 +86,9 @@ class TurnRecord:
     pacing_late_max_ms: float | None = None
     generator_lag_ms: float | None = None
     valid: bool = True
+    # Quotas (harness/quota.py): a turn the service throttled (throttled_tokens, throttled_connections,
+    # capacity) is not a failure of the agent; reports count it apart from completeness.
+    throttle: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -121,6 +124,12 @@ class SessionRecord:
     pacing_late_p99_ms: float | None = None
     pacing_late_max_ms: float | None = None
     frames_sent: int = 0
+    # Quotas (harness/quota.py).
+    budget_wait_ms: float = 0.0  # time spent waiting for the resource's connection budget (not failing)
+    throttled: str = ""  # class of the last 429 at the handshake: throttled_connections | throttled_tokens | capacity
+    throttled_attempts: int = 0  # handshakes answered 429
+    reconnects: int = 0  # new connections after the server ended the session at its maximum length
+    reconnect_gap_ms: list[float] = field(default_factory=list)  # server close -> next session.created, each
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

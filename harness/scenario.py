@@ -16,6 +16,7 @@ import yaml
 
 from . import schema as s
 from .protocol import endpoint as ep
+from .quota import parse_limits
 
 ScenarioError = s.ValidationError
 
@@ -31,6 +32,7 @@ class TargetSpec:
     embedded: bool = True
     profile: str = "realistic"  # simulator profile when embedded
     target: ep.Target | None = None  # real endpoint when not embedded
+    limits: dict[str, Any] | None = None  # target.limits as given (quota.merge_limits puts it over the defaults)
 
 
 @dataclass
@@ -190,11 +192,12 @@ def _target(raw: Any, path: str, p: s.Problems) -> TargetSpec:
     if raw.get("embedded") or raw.get("type") == "embedded" or raw.get("endpoint") == "embedded":
         # endpoint: ${EASTUS2_ENDPOINT:-embedded} runs offline on the simulator, on Azure when the variable is set
         s.check_keys(raw, ("name", "embedded", "type", "profile", "endpoint", "api_version", "model", "agent",
-                           "auth", "region", "extra_query", "open_timeout_s"), path, p)
+                           "auth", "region", "extra_query", "open_timeout_s", "limits"), path, p)
         return TargetSpec(name=s.get_str(raw, "name", path, p, "embedded") or "embedded", embedded=True,
-                          profile=s.get_str(raw, "profile", path, p, "realistic") or "realistic")
+                          profile=s.get_str(raw, "profile", path, p, "realistic") or "realistic",
+                          limits=parse_limits(raw.get("limits"), s.join(path, "limits"), p))
     s.check_keys(raw, ("name", "endpoint", "api_version", "model", "agent", "auth", "region", "extra_query",
-                       "open_timeout_s", "type", "profile"), path, p)
+                       "open_timeout_s", "type", "profile", "limits"), path, p)
     endpoint = s.get_str(raw, "endpoint", path, p)
     if not endpoint:
         p.add(s.join(path, "endpoint"), "required for a non-embedded target (or write target: embedded)")
@@ -226,7 +229,8 @@ def _target(raw: Any, path: str, p: s.Problems) -> TargetSpec:
         for problem in target.validate():
             p.add(path if ":" not in problem else s.join(path, problem.split(":", 1)[0].removeprefix("target.")),
                   problem.split(":", 1)[-1].strip())
-    return TargetSpec(name=target.name, embedded=False, target=target)
+    return TargetSpec(name=target.name, embedded=False, target=target,
+                      limits=parse_limits(raw.get("limits"), s.join(path, "limits"), p))
 
 
 def _check_session(session: dict[str, Any], p: s.Problems) -> None:

@@ -11,7 +11,9 @@ import contextlib
 from pathlib import Path
 from typing import Iterator
 
+from ..limits import UNLIMITED, Limits
 from ..protocol import endpoint as ep
+from ..quota import default_limits, merge_limits, resource_key
 from ..scenario import Scenario, TargetSpec
 from .session import Endpoint
 
@@ -20,7 +22,8 @@ EMBEDDED_MODEL = "gpt-realtime"
 
 def embedded_endpoint(name: str, base_url: str) -> Endpoint:
     url = f"{base_url.rstrip('/')}/voice-live/realtime?api-version={ep.DEFAULT_API_VERSION}&model={EMBEDDED_MODEL}"
-    return Endpoint(name=name, url=lambda: url, headers=dict, display=url, open_timeout_s=15.0)
+    return Endpoint(name=name, url=lambda: url, headers=dict, display=url, open_timeout_s=15.0,
+                    resource=resource_key(url))
 
 
 def real_endpoint(target: ep.Target) -> Endpoint:
@@ -33,7 +36,8 @@ def real_endpoint(target: ep.Target) -> Endpoint:
 
     display = ep.display_url(ep.build_url(target, secrets={k: "***" for k in ("agent-access-token",)}))
     return Endpoint(name=target.name, url=url, headers=provider.headers, display=display,
-                    open_timeout_s=target.open_timeout_s)
+                    open_timeout_s=target.open_timeout_s, resource=resource_key(target.endpoint),
+                    limits=default_limits(target.endpoint))
 
 
 def url_endpoint(url: str) -> Endpoint:
@@ -46,7 +50,10 @@ def open_endpoints(scenario: Scenario, *, run_dir: Path | None = None, override_
                    profile: str | None = None, seed: int | None = None) -> Iterator[list[Endpoint]]:
     """Yield one Endpoint per target; embedded simulators live exactly as long as the block."""
     if override_url:
-        yield [url_endpoint(override_url)]
+        e = url_endpoint(override_url)
+        if len(scenario.targets) == 1:  # the scenario's one target is being redirected: keep its limits
+            e.limits = merge_limits(e.limits, scenario.targets[0].limits)
+        yield [e]
         return
     with contextlib.ExitStack() as stack:
         out: list[Endpoint] = []
@@ -59,9 +66,35 @@ def _open(spec: TargetSpec, stack: contextlib.ExitStack, run_dir: Path | None, p
           seed: int | None) -> Endpoint:
     if not spec.embedded:
         assert spec.target is not None
-        return real_endpoint(spec.target)
+        e = real_endpoint(spec.target)
+        e.limits = merge_limits(e.limits, spec.limits)
+        return e
     from ..simulator import SimulatorProcess
 
     truth = str(run_dir / f"truth-{spec.name}.jsonl") if run_dir else None
     sim = stack.enter_context(SimulatorProcess(profile=profile or spec.profile, truth_log=truth, seed=seed))
-    return embedded_endpoint(spec.name, sim.url)
+    e = embedded_endpoint(spec.name, sim.url)
+    e.limits = target_limits(spec, profile)
+    return e
+
+
+def target_limits(spec: TargetSpec, profile: str | None = None, override_url: str | None = None) -> Limits:
+    """The quotas a target's callers plan and pace against: ``target.limits`` over the defaults (S0 for
+    Azure hosts, the simulator profile's own quotas for embedded targets, none otherwise)."""
+    if override_url:
+        return default_limits(override_url)
+    if not spec.embedded:
+        assert spec.target is not None
+        return merge_limits(default_limits(spec.target.endpoint), spec.limits)
+    return merge_limits(profile_limits(profile or spec.profile), spec.limits)
+
+
+def profile_limits(profile: str) -> Limits:
+    """The quotas an embedded simulator profile enforces (none if the profile sets none)."""
+    from ..simulator.profiles import ProfileError, load_profile
+
+    try:
+        limits = getattr(load_profile(profile), "limits", None)
+    except (ProfileError, OSError):
+        return UNLIMITED
+    return limits if isinstance(limits, Limits) else UNLIMITED

@@ -20,6 +20,7 @@ import gevent.event
 import gevent.pool
 
 from ..histogram import MsHistogram
+from ..quota import Budgets
 from ..records import SessionRecord, TurnRecord
 from ..scenario import Scenario
 from ..shapes import ShapePlan, StepWindow
@@ -56,7 +57,7 @@ class LiveStats:
         while self.recent and self.recent[0][0] < now - self.RECENT_S:
             self.recent.popleft()
 
-    def line(self, users: int) -> str:
+    def line(self, users: int, waiting: int = 0) -> str:
         lat = sorted(fa for _, fa in self.recent)
 
         def pct(q: float) -> str:
@@ -64,7 +65,8 @@ class LiveStats:
 
         return (f"[{time.monotonic() - self.t0:6.1f}s] users={users} sessions={self.sessions} "
                 f"turns={self.turns} first_audio p50={pct(0.5)} p95={pct(0.95)} ms (last minute) "
-                f"failures={self.failures} rejected={self.rejected}")
+                f"failures={self.failures} rejected={self.rejected}"
+                + (f" waiting_for_quota={waiting}" if waiting else ""))
 
 
 class LoadRunner:
@@ -98,6 +100,7 @@ class LoadRunner:
         self.lateness = MsHistogram()  # every frame's send lateness, all sessions merged
         self.stamp_delays = MsHistogram()  # user-space read stamp - kernel arrival stamp, per read
         self.worst_session_late_p99_ms: float | None = None  # the worst session's pacing p99
+        self.budgets = Budgets(endpoints)  # per-resource connection budgets (target.limits)
 
     # -- public ---------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -184,7 +187,8 @@ class LoadRunner:
         opts = SessionOptions(run_id=self.run_id, worker=self.worker, session_id=f"{self.worker}-{sid}",
                               seed=self.seed * 1_000_003 + sid, kernel_stamps=self.kernel_stamps,
                               on_record=self._turn, active_sessions=lambda: self.active,
-                              stopping=lambda: self.stopping, recording_dir=self.recording_dir)
+                              stopping=lambda: self.stopping, recording_dir=self.recording_dir,
+                              connect_gate=lambda ep: self.budgets.gate(ep, lambda: self.stopping or retiring()))
         session = CallerSession(self.sc, endpoint, opts)
         rec = session.record  # what run() returns; also filled in ("aborted") when the greenlet is killed
         self.active += 1
@@ -215,7 +219,7 @@ class LoadRunner:
         while True:
             gevent.sleep(2.0)
             alive = sum(1 for g in self.users if not g.dead)
-            print(self.stats.line(alive), file=self.progress, flush=True)
+            print(self.stats.line(alive, self.budgets.waiting), file=self.progress, flush=True)
 
     def _install_signals(self) -> list[Any]:
         """Ctrl-C / SIGTERM stop the load gracefully; the caller still writes the report."""

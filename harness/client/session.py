@@ -17,6 +17,8 @@ import gevent
 import gevent.event
 
 from .. import audio, auth, fixtures
+from ..limits import UNLIMITED, Limits
+from ..quota import classify_throttle
 from ..metrics import TurnContext, build_turn_record
 from ..protocol import events as ev
 from ..records import SessionRecord, TurnRecord
@@ -45,6 +47,8 @@ class Endpoint:
     headers: Callable[[], dict[str, str]]
     display: str  # redacted, safe for logs and records
     open_timeout_s: float = 30.0
+    resource: str = ""  # quotas belong to a resource (quota.resource_key); "" = this endpoint alone
+    limits: Limits = UNLIMITED  # the resource's quotas (target.limits over the host's defaults)
 
 
 def _closed_send(data: bytes) -> None:
@@ -68,6 +72,10 @@ class SessionOptions:
     sleep: Callable[[float], None] = gevent.sleep
     extra_common: dict[str, Any] = field(default_factory=dict)
     recording_dir: str | None = None  # where sampled sessions write <session_id>.wav
+    #: Called before every connection attempt with the endpoint: returns a slot of the resource's
+    #: connection budget (``.done()`` once the handshake ended, ``.waited_s``), or None when the run
+    #: stopped while waiting. None here: connect at once (no quota known).
+    connect_gate: Callable[[Endpoint], Any] | None = None
 
 
 _MESSAGES: dict[int, tuple[Any, tuple[bytes, ...]]] = {}
@@ -134,12 +142,23 @@ class CallerSession:
         t0 = time.monotonic_ns()
         for attempt in range(1, MAX_CONNECT_ATTEMPTS + 1):
             rec.connect_attempts = attempt
+            slot = self.opt.connect_gate(self.ep) if self.opt.connect_gate is not None else None
+            if self.opt.connect_gate is not None:
+                if slot is None:  # the run stopped while this caller waited for connection budget
+                    rec.outcome, rec.error = "aborted", "stopped while waiting for connection budget"
+                    return False
+                rec.budget_wait_ms = round(rec.budget_wait_ms + slot.waited_s * 1000, 3)
             try:
                 self.transport = connect(self.ep.url(), self.ep.headers(), self._on_message,
                                          open_timeout=self.ep.open_timeout_s, kernel_stamps=self.opt.kernel_stamps)
                 break
             except ConnectError as exc:
+                if slot is not None:
+                    slot.done()  # before any backoff: the attempt is over
                 rec.http_status, rec.error = exc.status, auth.diagnose(exc)[:500]
+                if exc.status == 429:
+                    rec.throttled = classify_throttle(429, exc.headers, exc.body, str(exc))
+                    rec.throttled_attempts += 1
                 retryable = exc.status in (429, 503) or exc.kind in ("timeout",)
                 if not retryable or attempt == MAX_CONNECT_ATTEMPTS or self.opt.stopping():
                     rec.outcome = "rejected" if exc.status else "connect_error"
@@ -150,6 +169,9 @@ class CallerSession:
                 wait = min(wait, MAX_RETRY_AFTER_S)
                 rec.backoff_ms += wait * 1000
                 self.opt.sleep(wait)
+            finally:
+                if slot is not None:
+                    slot.done()
         if not self._wait(lambda: self._created is not None or self.timeline.closed_ns is not None,
                           time.monotonic_ns() + int(self.ep.open_timeout_s * 1e9)):
             rec.outcome, rec.error = "connect_error", "no session.created within the open timeout"
@@ -157,7 +179,7 @@ class CallerSession:
         if self._created is None:
             rec.outcome, rec.error = "disconnected", f"closed before session.created {self.timeline.close_detail}"
             return False
-        rec.connect_ms = round((time.monotonic_ns() - t0) / NS - rec.backoff_ms, 3)
+        rec.connect_ms = round((time.monotonic_ns() - t0) / NS - rec.backoff_ms - rec.budget_wait_ms, 3)
         rec.server_session_id = str(self._created.get("id", ""))
         rec.http_status, rec.error = None, ""
         return True
