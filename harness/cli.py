@@ -45,7 +45,19 @@ def _parser() -> argparse.ArgumentParser:
                    help="stamp received events with the kernel's SO_TIMESTAMPNS arrival instant on plain ws:// "
                         "(default; wss:// always uses user-space stamps) and report the user-space stamp delay")
     r.add_argument("--quiet", action="store_true", help="no progress line")
+    _cost_args(r)
     r.set_defaults(func=cmd_run)
+
+    pl = sub.add_parser("plan", help="before any load: ramp time under the connection quota, peak sessions, "
+                                     "tokens/min against the quota, audio minutes and estimated cost per target")
+    pl.add_argument("scenarios", nargs="+")
+    pl.add_argument("--target", help="endpoint URL overriding the scenario's targets")
+    pl.add_argument("--users", type=int, help="peak concurrent callers (default: scenario load.users)")
+    pl.add_argument("--spawn-rate", type=float, help="callers started per second")
+    pl.add_argument("--duration", help="run time, e.g. 60s, 5m (default: scenario load.duration)")
+    pl.add_argument("--profile", help="simulator profile for embedded targets")
+    _cost_args(pl)
+    pl.set_defaults(func=cmd_plan)
 
     s = sub.add_parser("simulate", help="serve the Voice Live simulator", add_help=False)
     s.add_argument("rest", nargs=argparse.REMAINDER)
@@ -130,12 +142,18 @@ def run_scenario(scenario: Any, args: argparse.Namespace) -> int:
         for p in problems:
             print(f"error: {auth.redact(p)}", file=sys.stderr)
         return EXIT_USAGE
+    code, estimate = cost_guard(scenario, args, duration)
+    if code:
+        return code
     plan = make_plan(scenario.load, users=args.users, spawn_rate=args.spawn_rate, duration_s=duration)
     try:
         out = RunOutput(scenario, out_dir=args.out)
     except OutputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    from .plan import plan_dict
+
+    out.meta["plan"] = plan_dict(estimate)
     progress = None if args.quiet else sys.stderr
     try:
         with open_endpoints(scenario, run_dir=out.dir, override_url=args.target, profile=args.profile,
@@ -230,6 +248,58 @@ def _credential_problems(scenario: Any, override: str | None) -> list[str]:
         except auth.AuthError as exc:
             out.append(f"target {t.name!r}: {exc}")
     return out
+
+
+# -- plan / cost guard (harness/plan.py) -------------------------------------------------------------------
+def _cost_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prices", help="price table YAML (default: the one shipped in harness/prices.yaml)")
+    p.add_argument("--max-cost", type=float, metavar="USD",
+                   help="refuse to start (exit 2) if the estimated cost is above this many US dollars")
+
+
+def cost_guard(scenario: Any, args: argparse.Namespace, duration: float | None, out: Any = sys.stderr) -> tuple[int, Any]:
+    """Print the plan's estimate; (EXIT_USAGE, None) if it cannot be made or is above --max-cost."""
+    from .plan import PriceError, format_plan, load_prices, plan_scenario
+
+    try:
+        sp = plan_scenario(scenario, prices=load_prices(args.prices), users=args.users, spawn_rate=args.spawn_rate,
+                           duration_s=duration, profile=getattr(args, "profile", None),
+                           override_url=getattr(args, "target", None))
+    except (PriceError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE, None
+    print(format_plan(sp), file=out, flush=True)
+    if args.max_cost is not None and sp.cost_usd > args.max_cost:
+        print(f"error: refusing to start: the estimated cost ${sp.cost_usd:,.2f} is above --max-cost "
+              f"${args.max_cost:,.2f} (estimate from {sp.prices.file}; reduce users or duration, or raise the "
+              f"budget)", file=sys.stderr)
+        return EXIT_USAGE, None
+    return EXIT_OK, sp
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .scenario import ScenarioError, load_scenario
+    from .schema import parse_duration
+
+    try:
+        duration = parse_duration(args.duration) if args.duration else None
+    except ValueError as exc:
+        print(f"error: --duration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    rc, total = EXIT_OK, 0.0
+    for path in args.scenarios:
+        try:
+            sc = load_scenario(path)
+        except ScenarioError as exc:
+            print(f"✗ {exc}", file=sys.stderr)
+            rc = EXIT_USAGE
+            continue
+        code, sp = cost_guard(sc, args, duration, out=sys.stdout)
+        rc = max(rc, code)
+        total += sp.cost_usd if sp is not None else 0.0
+    if len(args.scenarios) > 1:
+        print(f"total estimated cost: ${total:,.2f}")
+    return rc
 
 
 # -- validate ------------------------------------------------------------------------------------------

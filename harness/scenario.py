@@ -20,7 +20,7 @@ from .quota import parse_limits
 
 ScenarioError = s.ValidationError
 
-SHAPES = ("flat", "step", "spike", "soak", "breakpoint")
+SHAPES = ("flat", "step", "spike", "soak", "breakpoint", "arrivals")
 MAX_USERS = 20000  # beyond this a single run is a typo, not a test
 
 

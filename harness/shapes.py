@@ -21,6 +21,7 @@ _PARAMS: dict[str, dict[str, str]] = {
     "soak": {"users": "int", "ramp": "duration"},
     "breakpoint": {"start_users": "int", "step_users": "int", "step_every": "duration", "max_users": "int",
                    "hold": "list"},
+    "arrivals": {"rate": "rate", "max_concurrent": "int", "callers": "int", "seed": "int"},  # harness/arrivals.py
 }
 
 
@@ -40,6 +41,13 @@ def validate_shape(shape: Any, path: str) -> list[tuple[str, str]]:
                     raise ValueError("must be > 0")
             except ValueError as exc:
                 problems.append((f"{path}.{key}", str(exc)))
+        elif kind == "rate":
+            from .arrivals import parse_rate
+
+            try:
+                parse_rate(value)
+            except ValueError as exc:
+                problems.append((f"{path}.{key}", str(exc)))
         elif kind == "list":
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 problems.append((f"{path}.{key}", "expected a list of threshold strings"))
@@ -51,6 +59,8 @@ def validate_shape(shape: Any, path: str) -> list[tuple[str, str]]:
                         parse_threshold(v)
                     except ValueError as exc:
                         problems.append((f"{path}.{key}[{i}]", str(exc)))
+    if shape.type == "arrivals" and "rate" not in shape.params:
+        problems.append((f"{path}.rate", "an arrivals shape needs a rate, e.g. 20/min"))
     if shape.type == "breakpoint" and not shape.params.get("hold"):
         problems.append((f"{path}.hold", "a breakpoint sweep needs conditions to hold, e.g. "
                                          "['first_audio_ms.p95 <= 1500', 'completeness >= 0.95']"))
@@ -91,6 +101,8 @@ class ShapePlan:
         p = self.params
         if self.kind in ("flat",):
             return self.users
+        if self.kind == "arrivals":  # the concurrency cap: arrivals themselves come from harness/arrivals.py
+            return int(p.get("max_concurrent", self.users))
         if self.kind == "soak":
             ramp = parse_duration(p.get("ramp", 60))
             target = int(p.get("users", self.users))
@@ -166,4 +178,6 @@ def peak_users(plan: ShapePlan) -> int:
         return int(p.get("max_users", plan.users))
     if plan.kind == "soak":
         return int(p.get("users", plan.users))
+    if plan.kind == "arrivals":
+        return int(p.get("max_concurrent", plan.users))
     return plan.users

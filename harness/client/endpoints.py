@@ -94,7 +94,7 @@ def profile_limits(profile: str) -> Limits:
     from ..simulator.profiles import ProfileError, load_profile
 
     try:
-        limits = getattr(load_profile(profile), "limits", None)
+        limits = getattr(load_profile(profile), "quotas", None)
     except (ProfileError, OSError):
         return UNLIMITED
     return limits if isinstance(limits, Limits) else UNLIMITED

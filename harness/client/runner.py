@@ -17,8 +17,10 @@ from typing import Any, Callable, TextIO
 
 import gevent
 import gevent.event
+import gevent.lock
 import gevent.pool
 
+from ..arrivals import ArrivalSchedule, ArrivalSpec
 from ..histogram import MsHistogram
 from ..quota import Budgets
 from ..records import SessionRecord, TurnRecord
@@ -57,7 +59,7 @@ class LiveStats:
         while self.recent and self.recent[0][0] < now - self.RECENT_S:
             self.recent.popleft()
 
-    def line(self, users: int, waiting: int = 0) -> str:
+    def line(self, users: int, waiting: int = 0, queued: int = 0) -> str:
         lat = sorted(fa for _, fa in self.recent)
 
         def pct(q: float) -> str:
@@ -66,7 +68,8 @@ class LiveStats:
         return (f"[{time.monotonic() - self.t0:6.1f}s] users={users} sessions={self.sessions} "
                 f"turns={self.turns} first_audio p50={pct(0.5)} p95={pct(0.95)} ms (last minute) "
                 f"failures={self.failures} rejected={self.rejected}"
-                + (f" waiting_for_quota={waiting}" if waiting else ""))
+                + (f" waiting_for_quota={waiting}" if waiting else "")
+                + (f" waiting_for_a_line={queued}" if queued else ""))
 
 
 class LoadRunner:
@@ -101,6 +104,8 @@ class LoadRunner:
         self.stamp_delays = MsHistogram()  # user-space read stamp - kernel arrival stamp, per read
         self.worst_session_late_p99_ms: float | None = None  # the worst session's pacing p99
         self.budgets = Budgets(endpoints)  # per-resource connection budgets (target.limits)
+        self.arrived = 0  # arrivals shape: callers that arrived so far
+        self.queued = 0  # arrivals shape: callers waiting for a free line (max_concurrent)
 
     # -- public ---------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -126,13 +131,16 @@ class LoadRunner:
             release_gc()  # after the drain: its sessions still stream in real time
         if self.progress:
             print(self.stats.line(0), file=self.progress, flush=True)
-        return {"turns": self.stats.turns, "sessions": self.stats.sessions, "breakpoint": self.plan.breakpoint}
+        return {"turns": self.stats.turns, "sessions": self.stats.sessions, "breakpoint": self.plan.breakpoint,
+                "arrivals": self.arrived}
 
     def stop(self) -> None:
         self._stop.set()
 
     # -- load shape -------------------------------------------------------------------------------------
     def _drive(self) -> None:
+        if self.plan.kind == "arrivals":
+            return self._drive_arrivals()
         t0 = time.monotonic()
         self.step_window = StepWindow(self.plan, time.time())
         while not self._stop.is_set():
@@ -154,6 +162,41 @@ class LoadRunner:
                 if elapsed >= self.plan.total_s - self.plan.drain_s:
                     return
             self._stop.wait(1.0)
+
+    def _drive_arrivals(self) -> None:
+        """Open loop: one session per scheduled arrival, at most ``max_concurrent`` alive at once."""
+        spec = ArrivalSpec.from_plan(self.plan)
+        schedule = ArrivalSchedule(spec.times())
+        lines = gevent.lock.BoundedSemaphore(spec.max_concurrent)
+        t0 = time.monotonic()
+        while not self._stop.is_set():
+            nxt = schedule.next()
+            if nxt is None:
+                break
+            i, at = nxt
+            delay = t0 + at - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                break
+            self.arrived += 1
+            self.users = [g for g in self.users if not g.dead]
+            self.users.append(self.pool.spawn(self._arrival, i, lines))
+        # Arrivals are over: let the sessions in flight finish, within the plan's drain.
+        while not self._stop.is_set() and any(not g.dead for g in self.users):
+            if time.monotonic() - t0 >= self.plan.total_s:
+                return
+            self._stop.wait(0.2)
+
+    def _arrival(self, i: int, lines: Any) -> None:
+        self.queued += 1
+        try:
+            lines.acquire()  # a free line (the concurrency cap); callers beyond it wait, as in a call queue
+        finally:
+            self.queued -= 1
+        try:
+            if not self.stopping:
+                self.run_one(self.endpoints[i % len(self.endpoints)])
+        finally:
+            lines.release()
 
     def _spawn_user(self) -> None:
         uid = next(self._user_ids)
@@ -219,7 +262,7 @@ class LoadRunner:
         while True:
             gevent.sleep(2.0)
             alive = sum(1 for g in self.users if not g.dead)
-            print(self.stats.line(alive, self.budgets.waiting), file=self.progress, flush=True)
+            print(self.stats.line(alive, self.budgets.waiting, self.queued), file=self.progress, flush=True)
 
     def _install_signals(self) -> list[Any]:
         """Ctrl-C / SIGTERM stop the load gracefully; the caller still writes the report."""
