@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import tool_metrics
 from .records import TurnRecord
 from .timeline import TurnTimeline
 
@@ -75,6 +76,7 @@ def build_turn_record(turn: TurnTimeline, ctx: TurnContext) -> TurnRecord:
     rec.complete = rec.reason == "complete"
     rec.error = "; ".join(msg for _, msg in turn.errors)[:500] or (turn.close_detail if rec.reason == "disconnected" else "")
     rec.marks = marks(turn)
+    tool_metrics.fill(rec, turn, ctx.bytes_per_ms, getattr(ctx.expectations, "tool", None))
 
     lat = ctx.pacing_lateness_ms
     if lat:
@@ -91,6 +93,8 @@ def build_turn_record(turn: TurnTimeline, ctx: TurnContext) -> TurnRecord:
 
 def classify(turn: TurnTimeline, expect_audio: bool = True) -> str:
     """One reason from the closed set (records.REASONS); order matters and is documented."""
+    if turn.tool_pending:
+        return "disconnected" if turn.closed_ns is not None else "tool_timeout"
     if turn.response_done_ns is not None:
         status = turn.status or "unknown"
         if status == "completed":
@@ -170,6 +174,9 @@ def evaluate_expectations(rec: TurnRecord, exp: Any) -> list[dict[str, Any]]:
                                 ("max_vad_ms", exp.max_vad_ms, rec.vad_ms), ("max_wer", exp.max_wer, rec.wer)):
         if limit is not None:
             add(name, actual is not None and actual <= limit, f"actual={actual} limit={limit}")
+    if getattr(exp, "tool", None) is not None:
+        ok, detail = tool_metrics.evaluate(rec, exp.tool)
+        add(f"tool:{exp.tool.tool}", ok, detail)
     expected_reason = exp.reason or None
     if expected_reason:
         add("reason", rec.reason == expected_reason, f"actual={rec.reason} expected={expected_reason}")

@@ -27,6 +27,7 @@ REASONS = (
     "timeout",  # the response started but never finished within the turn timeout
     "disconnected",  # the socket closed during the turn
     "error",  # the server sent an error event for this turn
+    "tool_timeout",  # the agent called a tool and the round trip (result -> answer) never completed
 )
 
 #: Session outcomes (sessions.jsonl). Handshake rejections are counted here, never as turn failures.
@@ -73,6 +74,13 @@ class TurnRecord:
     response_status: str = ""
     expectations: list[dict[str, Any]] = field(default_factory=list)  # {name, ok, detail}
     expectations_ok: bool = True
+    # Tool calls (docs/metrics.md "Tool calls"): empty / None on turns where the agent called none.
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # {kind,name,call_id,arguments,exec_ms,ok,...}
+    first_tool_call_ms: float | None = None  # true end of speech -> first call's arguments done (MCP: its start)
+    tool_exec_ms: float | None = None  # longest executor run of the turn (caller-side function calls)
+    answer_first_audio_ms: float | None = None  # tool result in (answer requested) -> first audio after it
+    filler_audio_ms: float | None = None  # audio heard before the tool result (interim responses)
+    expected_tool: str = ""  # expect.tool of the turn ("": no tool expectation; "none": no call expected)
     # Event marks for the waterfall: ms relative to the true end of user speech (negative = before).
     # Keys: utterance_start, speech_end(=0), speech_started, speech_stopped, committed,
     # transcript, response_created, first_audio, first_voiced, last_audio, response_done, barge_in.

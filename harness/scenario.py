@@ -43,6 +43,7 @@ class Expectations:
     max_vad_ms: float | None = None
     max_wer: float | None = None
     reason: str | None = None  # expected outcome, e.g. "cancelled" for the interrupted turn
+    tool: Any = None  # tools.ToolExpect: the function the agent should call, and its arguments
 
 
 @dataclass
@@ -101,6 +102,8 @@ class Scenario:
     load: LoadSpec
     thresholds: list[str]
     fixtures_dir: str = "audio_fixtures"
+    tools: list[Any] = field(default_factory=list)  # tools.FunctionTool, answered by the caller
+    mcp_tools: list[dict[str, Any]] = field(default_factory=list)  # MCP servers the service calls itself
 
     @property
     def manual(self) -> bool:
@@ -137,13 +140,15 @@ def parse_scenario(data: Any, file: str, *, env: dict[str, str] | None = None,
                                         f"expanded")])
     data = s.interpolate(data, "", p, env)
     s.check_keys(data, ("name", "description", "target", "targets", "session", "conversation", "audio", "load",
-                        "thresholds", "fixtures_dir"), "", p)
+                        "thresholds", "fixtures_dir", "tools"), "", p)
     name = s.get_str(data, "name", "", p, Path(file).stem) or Path(file).stem
     fixtures_dir = s.get_str(data, "fixtures_dir", "", p, "audio_fixtures") or "audio_fixtures"
     targets = _targets(data, p)
     session = s.get_dict(data, "session", "", p)
     _check_session(session, p)
-    conversation = [_turn(t, f"conversation[{i}]", p) for i, t in enumerate(s.get_list(data, "conversation", "", p))]
+    tools, mcp_tools, tool_names = _tools(data, session, p)
+    conversation = [_turn(t, f"conversation[{i}]", p, tool_names)
+                    for i, t in enumerate(s.get_list(data, "conversation", "", p))]
     if not conversation and "conversation" not in [k for k, _ in p.items]:
         p.add("conversation", "at least one turn is required")
     if conversation and conversation[0].barge_in_after_ms is not None:
@@ -163,7 +168,23 @@ def parse_scenario(data: Any, file: str, *, env: dict[str, str] | None = None,
         raise ScenarioError(file, p.items)
     return Scenario(name=name, file=file, description=s.get_str(data, "description", "", p, "") or "",
                     targets=targets, session=session, conversation=conversation, audio=audio, load=load,
-                    thresholds=thresholds, fixtures_dir=fixtures_dir)
+                    thresholds=thresholds, fixtures_dir=fixtures_dir, tools=tools, mcp_tools=mcp_tools)
+
+
+def _tools(data: dict[str, Any], session: dict[str, Any], p: s.Problems) -> tuple[list[Any], list[Any], list[str] | None]:
+    """Top-level ``tools:`` (function tools with executors, MCP servers); names expectations may use."""
+    from .tools import parse_tools
+
+    if data.get("tools") and session.get("tools"):
+        p.add("session.tools", "give tools at the top level (with executors), not in session")
+    functions, mcp = parse_tools(s.get_list(data, "tools", "", p), p)
+    names: list[str] | None = [f.name for f in functions]
+    for m in mcp:
+        if "allowed_tools" not in m:
+            names = None  # an MCP server without allowed_tools may serve any name
+            break
+        names = (names or []) + list(m["allowed_tools"])
+    return functions, mcp, names
 
 
 def _targets(data: dict[str, Any], p: s.Problems) -> list[TargetSpec]:
@@ -242,7 +263,7 @@ def _check_session(session: dict[str, Any], p: s.Problems) -> None:
         p.add(s.join("session", issue.param) if issue.param else "session", issue.message)
 
 
-def _turn(raw: Any, path: str, p: s.Problems) -> TurnSpec:
+def _turn(raw: Any, path: str, p: s.Problems, tool_names: list[str] | None = None) -> TurnSpec:
     if isinstance(raw, str):
         raw = {"fixture": raw}
     if not isinstance(raw, dict):
@@ -255,7 +276,7 @@ def _turn(raw: Any, path: str, p: s.Problems) -> TurnSpec:
     e = s.get_dict(raw, "expect", path, p)
     epath = s.join(path, "expect")
     s.check_keys(e, ("transcript_contains", "response_contains", "max_first_audio_ms", "max_vad_ms", "max_wer",
-                     "reason"), epath, p)
+                     "reason", "tool", "args", "args_match"), epath, p)
 
     def strings(key: str) -> list[str]:
         v = e.get(key)
@@ -276,6 +297,9 @@ def _turn(raw: Any, path: str, p: s.Problems) -> TurnSpec:
                           max_vad_ms=s.get_float(e, "max_vad_ms", epath, p, lo=1),
                           max_wer=s.get_float(e, "max_wer", epath, p, lo=0, hi=10),
                           reason=s.get_str(e, "reason", epath, p, choices=REASONS))
+    from .tools import parse_expect
+
+    expect.tool = parse_expect(e, epath, p, tool_names)
     return TurnSpec(fixture=fixture or "", pause_ms=s.get_int(raw, "pause_ms", path, p, 600, lo=0, hi=600_000) or 0,
                     barge_in_after_ms=s.get_int(raw, "barge_in_after_ms", path, p, None, lo=0, hi=60_000),
                     manual_commit=s.get_bool(raw, "manual_commit", path, p, False), expect=expect)

@@ -13,6 +13,7 @@ import binascii
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from . import tool_timeline as tooltl
 from .protocol import events as ev
 
 # Events that carry a response_id at top level or inside "response".
@@ -21,7 +22,7 @@ _RESPONSE_EVENTS = frozenset({
     ev.AUDIO_DELTA, ev.AUDIO_DONE, ev.AUDIO_TRANSCRIPT_DELTA, ev.AUDIO_TRANSCRIPT_DONE, ev.TEXT_DELTA,
     ev.TEXT_DONE, "response.function_call_arguments.delta", "response.function_call_arguments.done",
     "response.audio_timestamp.delta", "response.audio_timestamp.done", "response.animation_viseme.delta",
-    "response.animation_viseme.done"})
+    "response.animation_viseme.done"}) | tooltl.RESPONSE_TOOL_EVENTS
 _USER_EVENTS = frozenset({ev.SPEECH_STARTED, ev.SPEECH_STOPPED, ev.COMMITTED, ev.TRANSCRIPTION_DELTA,
                           ev.TRANSCRIPTION_COMPLETED, ev.TRANSCRIPTION_FAILED})
 
@@ -70,6 +71,12 @@ class TurnTimeline:
     finished_ns: int | None = None  # set by the session when the record is built
     interrupted: "TurnTimeline | None" = None  # the turn this one barged into
     utterance: Any = None  # the client's mic handle (pacing lateness), opaque here
+    tools: tooltl.ToolState | None = None  # tool calls of this turn (None: the agent called none)
+
+    @property
+    def tool_pending(self) -> bool:
+        """A tool round trip is open: the turn is not over even though a response is done."""
+        return self.tools is not None and self.tools.pending(self.response_id, self.response_done_ns is not None)
 
     @property
     def speech_detected(self) -> bool:
@@ -162,6 +169,9 @@ class SessionTimeline:
             return self.by_response.get(rid) if rid else None
         if etype == ev.ERROR:
             return self._speaking(t)
+        if etype in tooltl.ITEM_TOOL_EVENTS:
+            item = _str(event.get("item_id"))
+            return self.by_item.get(item) if item else None
         if etype == ev.ITEM_CREATED:
             item = event.get("item")
             iid = _str(item.get("id")) if isinstance(item, dict) else None
@@ -198,7 +208,11 @@ class SessionTimeline:
             turn.transcript_failed = True
         elif etype == ev.RESPONSE_CREATED:
             rid = _str((event.get("response") or {}).get("id")) if isinstance(event.get("response"), dict) else None
-            if turn.response_id and rid and rid != turn.response_id:
+            if turn.tools is not None and turn.tools.calls and rid != turn.response_id:
+                # A tool turn continues across responses (call, filler, answer): keep what was heard.
+                turn.tools.on_response_created(rid, t)
+                turn.response_done_ns = turn.status = turn.status_reason = None
+            elif turn.response_id and rid and rid != turn.response_id:
                 turn.superseded.append(turn.response_id)
                 turn.deltas.clear()
                 turn.voiced_offset_bytes, turn._voiced_scanned = None, 0
@@ -210,8 +224,14 @@ class SessionTimeline:
             return  # a superseded response's stragglers: kept in events, ignored by metrics
         elif etype == ev.OUTPUT_ITEM_ADDED:
             item = event.get("item")
-            if isinstance(item, dict) and turn.output_item_id is None:
+            if isinstance(item, dict) and item.get("type") in tooltl.CALL_ITEM_TYPES:
+                self._tool_event(turn, event, etype, t)
+                if _str(item.get("id")):
+                    self.by_item[item["id"]] = turn  # mcp_call status events carry only item_id
+            elif isinstance(item, dict) and turn.output_item_id is None:
                 turn.output_item_id = _str(item.get("id"))
+        elif etype in tooltl.RESPONSE_TOOL_EVENTS or etype in tooltl.ITEM_TOOL_EVENTS:
+            self._tool_event(turn, event, etype, t)
         elif etype == ev.AUDIO_DELTA:
             self._audio(turn, event.get("delta"), t)
         elif etype in (ev.AUDIO_TRANSCRIPT_DELTA, ev.TEXT_DELTA):
@@ -229,6 +249,11 @@ class SessionTimeline:
                 turn.status_reason = _str(details.get("reason")) or _error_text(details.get("error"))
         elif etype == ev.ERROR:
             turn.errors.append((t, _error_text(event.get("error")) or "error"))
+
+    def _tool_event(self, turn: TurnTimeline, event: dict[str, Any], etype: str, t: int) -> None:
+        if turn.tools is None:
+            turn.tools = tooltl.ToolState()
+        tooltl.apply(turn.tools, event, etype, t, turn.response_id)
 
     def _audio(self, turn: TurnTimeline, delta: Any, t: int) -> None:
         if not isinstance(delta, str):

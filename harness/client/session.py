@@ -26,6 +26,7 @@ from ..scenario import Scenario, TurnSpec
 from ..timeline import SessionTimeline, TurnTimeline
 from .pacer import LAG, Mic, Utterance
 from .recording import Recorder
+from .tools import ToolRunner, session_with_tools
 from .transport import ConnectError, Transport, WALL_MINUS_MONO_NS, connect
 
 NS = 1_000_000
@@ -56,6 +57,10 @@ def _closed_send(data: bytes) -> None:
 
 
 def _ignore_message(payload: bytes, t: int, binary: bool) -> None:
+    pass
+
+
+def _noop() -> None:
     pass
 
 
@@ -115,6 +120,9 @@ class CallerSession:
         self._update_event_id = ""
         self.malformed = 0
         self.recorder: Recorder | None = None
+        self.tools: ToolRunner | None = None
+        if scenario.tools:
+            self.tools = ToolRunner(scenario.tools, self._send, options.seed, options.sleep, self.changed.set)
         if options.recording_dir and self.rng.random() < scenario.audio.record_fraction:
             self.recorder = Recorder(self.in_fmt, self.out_fmt)
 
@@ -186,7 +194,8 @@ class CallerSession:
 
     def _configure(self) -> bool:
         self._update_event_id = ev.new_event_id()
-        self._send(ev.dumps(ev.session_update(self.sc.session, event_id=self._update_event_id)))
+        session = session_with_tools(self.sc.session, self.sc.tools, self.sc.mcp_tools)
+        self._send(ev.dumps(ev.session_update(session, event_id=self._update_event_id)))
         ok = self._updated.wait(self.ep.open_timeout_s)
         if ok is None or ok is False:
             rec = self.record
@@ -261,6 +270,8 @@ class CallerSession:
     def _turn_over(self, turn: TurnTimeline) -> bool:
         if turn.finished_ns is not None or turn.closed_ns is not None:
             return True
+        if turn.tool_pending:
+            return False
         if turn.response_done_ns is None:
             return bool(turn.errors) and turn.response_id is None and turn.speech_end_ns != 0
         if turn.status != "cancelled":
@@ -305,6 +316,8 @@ class CallerSession:
     # -- shutdown -----------------------------------------------------------------------------------
     def _shutdown(self) -> None:
         rec = self.record
+        if self.tools is not None:
+            self.tools.stop()
         if self.mic is not None:
             self.mic.stop()
             st = self.mic.stats
@@ -346,6 +359,8 @@ class CallerSession:
             self.transport.on_message = _ignore_message
         self.timeline.voiced = None
         self.timeline.on_turn_event = None
+        if self.tools is not None:
+            self.tools.send, self.tools.on_change = _closed_send, _noop
 
     # -- I/O callbacks (reader greenlet) -----------------------------------------------------------------
     def _on_message(self, payload: bytes, t: int, binary: bool) -> None:
@@ -379,6 +394,8 @@ class CallerSession:
                 self._updated.set(False)
 
     def _on_turn_event(self, turn: TurnTimeline, etype: str) -> None:
+        if self.tools is not None and turn.tools is not None:
+            self.tools.on_event(turn, etype)
         if etype == ev.AUDIO_DELTA and len(turn.deltas) > 1:
             return  # only the first delta of a response wakes anyone up
         if etype == ev.RESPONSE_DONE and turn.status == "cancelled" and turn.output_item_id and turn.deltas:

@@ -24,9 +24,11 @@ METRICS: tuple[str, ...] = (
     "first_audio_ms", "first_voiced_ms", "leading_silence_ms", "vad_ms", "server_response_ms",
     "first_transcript_ms", "response_created_ms", "response_audio_ms", "response_wall_ms", "audio_rtf",
     "underrun_ms", "playback_underruns", "cancel_ms", "wer",
+    "first_tool_call_ms", "tool_exec_ms", "answer_first_audio_ms", "filler_audio_ms",
 )
 #: Metrics where a higher value is better (everything else: lower is better).
-HIGHER_IS_BETTER: frozenset[str] = frozenset({"audio_rtf", "completeness", "expectations_pass_rate"})
+HIGHER_IS_BETTER: frozenset[str] = frozenset({"audio_rtf", "completeness", "expectations_pass_rate",
+                                              "tool_precision", "tool_recall"})
 #: Percentile stats and their level; numpy's default linear interpolation.
 PERCENTILES: dict[str, float] = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0}
 #: Every per-metric stat, in summary.csv column order.
@@ -35,13 +37,14 @@ STATS: tuple[str, ...] = ("count", "min", "p50", "p90", "p95", "p99", "max", "me
 SCALARS: tuple[str, ...] = (
     "count", "valid", "invalid", "complete", "failures", "completeness",
     "expectations_checked", "expectations_failed", "expectations_pass_rate",
+    "tool_call_count", "tool_precision", "tool_recall",
 ) + tuple(f"reason_{r}" for r in REASONS)
 
 _BOOLS = {"complete": False, "valid": True, "expectations_ok": True}
 _INTS = ("turn_index", "active_sessions", "audio_bytes")
 _FLOATS = ("t_speech_end", "pacing_late_p99_ms", "pacing_late_max_ms", "generator_lag_ms")
 _CATS = ("target", "scenario", "kind", "reason")
-_OBJECTS = {"marks": dict, "expectations": list}
+_OBJECTS = {"marks": dict, "expectations": list, "tool_calls": list}
 _TYPED = "voiceload.typed"  # DataFrame.attrs flag: already typed (attrs survive slicing)
 
 
@@ -205,6 +208,9 @@ def group_stats(df: pd.DataFrame, *, metrics: Sequence[str] = METRICS, stats: Se
         "expectations_checked": int(has_exp.sum()), "expectations_failed": exp_fail,
         "expectations_pass_rate": 1 - exp_fail / has_exp.sum() if has_exp.sum() else math.nan,
     }
+    from .tools import tool_scores
+
+    out.update(tool_scores(m))
     counts = df["reason"].value_counts()
     for r in REASONS:
         out[f"reason_{r}"] = int(counts.get(r, 0))
@@ -225,7 +231,7 @@ def summarize(df: pd.DataFrame, by: Sequence[str] = ("target", "scenario"), *,
             key = key if isinstance(key, tuple) else (key,)
             rows.append({**dict(zip(by, key)), **group_stats(g, include_invalid=include_invalid)})
     out = pd.DataFrame(rows, columns=summary_columns(by))
-    ints = [c for c in SCALARS if c not in ("completeness", "expectations_pass_rate")]
+    ints = [c for c in SCALARS if c not in ("completeness", "expectations_pass_rate", "tool_precision", "tool_recall")]
     out[ints] = out[ints].astype("int64")
     return out
 

@@ -25,6 +25,8 @@ COMPARE_METRICS: tuple[str, ...] = (
     "first_audio_ms", "first_voiced_ms", "vad_ms", "server_response_ms", "response_created_ms",
     "first_transcript_ms", "completeness",
 )
+#: Compared too when any group has a value (runs whose agent called tools).
+TOOL_COMPARE_METRICS: tuple[str, ...] = ("first_tool_call_ms", "tool_exec_ms", "answer_first_audio_ms")
 VERDICTS = ("regression", "improvement", "no significant change", "no data")
 COLUMNS = ("metric", "stat", "group", "baseline", "n_baseline", "n", "baseline_value", "value", "diff",
            "rel_diff", "ci_low", "ci_high", "verdict")
@@ -117,6 +119,9 @@ def compare(groups: Mapping[str, pd.DataFrame], metrics: Sequence[str] = COMPARE
     if baseline not in groups:
         raise ValueError(f"baseline {baseline!r} is not one of the groups: {', '.join(labels)}")
     frames = {k: measured(typed_turns(v), include_invalid) for k, v in groups.items()}
+    if metrics is COMPARE_METRICS:
+        metrics = tuple(metrics) + tuple(m for m in TOOL_COMPARE_METRICS
+                                         if any(f[m].notna().any() for f in frames.values()))
     rng = np.random.default_rng(seed)
     rows = []
     for metric in metrics:

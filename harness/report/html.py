@@ -21,6 +21,7 @@ from .aggregate import (METRICS, group_stats, load_sessions, load_turns, read_me
                         target_order, write_tables)
 from .check import evaluate, parse_threshold
 from .compare import compare, comparison_html, split_targets
+from .tools import TOOL_METRICS, has_tools, tools_html
 
 PACING_WARN_MS = 10.0
 SLOWEST = 15
@@ -155,6 +156,8 @@ def _metric_table(summary: pd.DataFrame) -> str:
                                       for _ in summary["target"] for i, s in enumerate(stats))
     body = []
     for m in METRICS:
+        if m in TOOL_METRICS and not summary[f"{m}_count"].sum():
+            continue  # no tool calls in this run: keep the table about what was measured
         cells = [f"<td><code>{esc(m)}</code></td>"]
         for _, r in summary.iterrows():
             cells += [f"<td class='num grp'>{int(r[f'{m}_count']):,}</td>"] + [
@@ -311,7 +314,8 @@ def render(df: pd.DataFrame, sessions: pd.DataFrame, meta: Mapping[str, Any], na
     nav = [("overview", "Overview", True), ("thresholds", "Thresholds", bool(meta.get("thresholds"))),
            ("compare", "Targets compared", len(groups) >= 2), ("latency", "Latency", has),
            ("failures", "Failures", has), ("slowest", "Slowest turns", has),
-           ("expectations", "Expectations", has), ("sessions", "Sessions", True), ("run", "Run", True)]
+           ("expectations", "Expectations", has), ("tools", "Tool calls", has_tools(df)),
+           ("sessions", "Sessions", True), ("run", "Run", True)]
     parts = [f"<header><h1>{esc(title)}</h1><div class='muted'>{esc(sub)}</div><nav>"
              + "".join(f"<a href='#{a}'>{esc(b)}</a>" for a, b, show in nav if show) + "</nav></header>",
              _banners(meta, df)]
@@ -338,6 +342,8 @@ def render(df: pd.DataFrame, sessions: pd.DataFrame, meta: Mapping[str, Any], na
         parts.append(section("failures", "Failures", _failures(df, groups, summary)))
         parts.append(section("slowest", f"Slowest {SLOWEST} turns (first audio)", _slowest(df)))
         parts.append(section("expectations", "Expectation failures", _expectations(df)))
+        if has_tools(df):
+            parts.append(section("tools", "Tool calls", tools_html(df)))
     else:
         parts.append(section("overview", "Overview", "<p class='muted'>No turns recorded.</p>"))
         parts.append(_thresholds(meta, df))
