@@ -14,8 +14,13 @@ EXIT_OK, EXIT_BREACH, EXIT_USAGE = 0, 1, 2
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else list(argv)
+    if args_in[:1] == ["simulate"]:  # argparse.REMAINDER in a subparser refuses leading --flags
+        from .simulator.__main__ import main as simulate
+
+        return simulate(args_in[1:])
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_in)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
@@ -42,8 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=None, help="seed for the embedded simulator and perturbations")
     r.add_argument("--junit", help="write threshold results as JUnit XML")
     r.add_argument("--kernel-timestamps", action=argparse.BooleanOptionalAction, default=True,
-                   help="stamp received events with the kernel's SO_TIMESTAMPNS arrival instant on plain ws:// "
-                        "(default; wss:// always uses user-space stamps) and report the user-space stamp delay")
+                   help="stamp received events with the kernel's SO_TIMESTAMPNS arrival instant (default; ws:// and "
+                        "wss:// alike) and report the user-space stamp delay")
+    r.add_argument("--simulator-tls", action="store_true",
+                   help="embedded simulators serve wss:// with a throw-away local CA that the callers trust")
     r.add_argument("--quiet", action="store_true", help="no progress line")
     _cost_args(r)
     r.set_defaults(func=cmd_run)
@@ -157,7 +164,7 @@ def run_scenario(scenario: Any, args: argparse.Namespace) -> int:
     progress = None if args.quiet else sys.stderr
     try:
         with open_endpoints(scenario, run_dir=out.dir, override_url=args.target, profile=args.profile,
-                            seed=args.seed) as endpoints:
+                            seed=args.seed, sim_tls=args.simulator_tls) as endpoints:
             out.meta["targets"] = [{"name": e.name, "url": auth.redact(e.display)} for e in endpoints]
             print(f"voiceload: run {out.run_id} → {out.dir}", file=sys.stderr)
             runner = LoadRunner(scenario, endpoints, plan, on_turn=out.add_turn, on_session=out.add_session,

@@ -4,8 +4,9 @@ A user-space stamp taken after ``recv()`` returns carries the reader's schedulin
 with load (at 500 sessions the caller's p99 was 7-21 ms; the simulator's event loop lags the same
 way). The kernel stamps each segment on arrival, so both ends of a measurement use these when the
 socket is plain TCP: the caller's transport (gevent, ``recvmsg``) and the simulator (asyncio, whose
-selector transport reads through :class:`_StampingSocket`). Under TLS the record boundaries do not
-match the segments, so TLS reads keep user-space stamps.
+selector transport reads through :class:`_StampingSocket`). The caller's TLS is sans-I/O (client/
+tlsio.py), so its wss:// reads keep kernel stamps too; the simulator's asyncio TLS transport hides the
+socket, so its wss:// reads keep user-space stamps.
 
 For TCP the stamp is that of the last segment the read consumed: an early message in a batched read
 is stamped up to the batch span late, never early, and never later than a user-space stamp.

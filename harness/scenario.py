@@ -31,6 +31,7 @@ class TargetSpec:
     name: str
     embedded: bool = True
     profile: str = "realistic"  # simulator profile when embedded
+    tls: bool = False  # embedded: serve wss:// with a throw-away local CA the callers trust
     target: ep.Target | None = None  # real endpoint when not embedded
     limits: dict[str, Any] | None = None  # target.limits as given (quota.merge_limits puts it over the defaults)
 
@@ -213,12 +214,16 @@ def _target(raw: Any, path: str, p: s.Problems) -> TargetSpec:
     if raw.get("embedded") or raw.get("type") == "embedded" or raw.get("endpoint") == "embedded":
         # endpoint: ${EASTUS2_ENDPOINT:-embedded} runs offline on the simulator, on Azure when the variable is set
         s.check_keys(raw, ("name", "embedded", "type", "profile", "endpoint", "api_version", "model", "agent",
-                           "auth", "region", "extra_query", "open_timeout_s", "limits"), path, p)
+                           "auth", "region", "extra_query", "open_timeout_s", "limits", "tls"), path, p)
+        tls = raw.get("tls", False)
+        if not isinstance(tls, bool):
+            p.add(s.join(path, "tls"), f"expected true or false, got {tls!r}")
+            tls = False
         return TargetSpec(name=s.get_str(raw, "name", path, p, "embedded") or "embedded", embedded=True,
                           profile=s.get_str(raw, "profile", path, p, "realistic") or "realistic",
-                          limits=parse_limits(raw.get("limits"), s.join(path, "limits"), p))
+                          limits=parse_limits(raw.get("limits"), s.join(path, "limits"), p), tls=tls)
     s.check_keys(raw, ("name", "endpoint", "api_version", "model", "agent", "auth", "region", "extra_query",
-                       "open_timeout_s", "type", "profile", "limits"), path, p)
+                       "open_timeout_s", "type", "profile", "limits", "ca_file"), path, p)
     endpoint = s.get_str(raw, "endpoint", path, p)
     if not endpoint:
         p.add(s.join(path, "endpoint"), "required for a non-embedded target (or write target: embedded)")
@@ -245,7 +250,8 @@ def _target(raw: Any, path: str, p: s.Problems) -> TargetSpec:
                        model=s.get_str(raw, "model", path, p), agent=agent, auth=auth,
                        region=s.get_str(raw, "region", path, p),
                        extra_query={str(k): str(v) for k, v in extra.items()},
-                       open_timeout_s=s.get_float(raw, "open_timeout_s", path, p, 30.0, lo=0.1, hi=600) or 30.0)
+                       open_timeout_s=s.get_float(raw, "open_timeout_s", path, p, 30.0, lo=0.1, hi=600) or 30.0,
+                       ca_file=s.get_str(raw, "ca_file", path, p) or None)
     if endpoint:
         for problem in target.validate():
             p.add(path if ":" not in problem else s.join(path, problem.split(":", 1)[0].removeprefix("target.")),

@@ -11,6 +11,7 @@ import contextlib
 from pathlib import Path
 from typing import Iterator
 
+from .. import tlsconf
 from ..limits import UNLIMITED, Limits
 from ..protocol import endpoint as ep
 from ..quota import default_limits, merge_limits, resource_key
@@ -20,10 +21,12 @@ from .session import Endpoint
 EMBEDDED_MODEL = "gpt-realtime"
 
 
-def embedded_endpoint(name: str, base_url: str) -> Endpoint:
+def embedded_endpoint(name: str, base_url: str, ca_file: str | None = None) -> Endpoint:
+    """A local simulator; over wss:// the caller trusts only ``ca_file`` (the simulator's own CA)."""
     url = f"{base_url.rstrip('/')}/voice-live/realtime?api-version={ep.DEFAULT_API_VERSION}&model={EMBEDDED_MODEL}"
+    ctx = tlsconf.client_context(ca_file) if ca_file else None
     return Endpoint(name=name, url=lambda: url, headers=dict, display=url, open_timeout_s=15.0,
-                    resource=resource_key(url))
+                    resource=resource_key(url), ssl_context=ctx)
 
 
 def real_endpoint(target: ep.Target) -> Endpoint:
@@ -37,7 +40,8 @@ def real_endpoint(target: ep.Target) -> Endpoint:
     display = ep.display_url(ep.build_url(target, secrets={k: "***" for k in ("agent-access-token",)}))
     return Endpoint(name=target.name, url=url, headers=provider.headers, display=display,
                     open_timeout_s=target.open_timeout_s, resource=resource_key(target.endpoint),
-                    limits=default_limits(target.endpoint))
+                    limits=default_limits(target.endpoint),
+                    ssl_context=tlsconf.client_context(target.ca_file) if target.ca_file else None)
 
 
 def url_endpoint(url: str) -> Endpoint:
@@ -47,7 +51,8 @@ def url_endpoint(url: str) -> Endpoint:
 
 @contextlib.contextmanager
 def open_endpoints(scenario: Scenario, *, run_dir: Path | None = None, override_url: str | None = None,
-                   profile: str | None = None, seed: int | None = None) -> Iterator[list[Endpoint]]:
+                   profile: str | None = None, seed: int | None = None,
+                   sim_tls: bool = False) -> Iterator[list[Endpoint]]:
     """Yield one Endpoint per target; embedded simulators live exactly as long as the block."""
     if override_url:
         e = url_endpoint(override_url)
@@ -58,12 +63,12 @@ def open_endpoints(scenario: Scenario, *, run_dir: Path | None = None, override_
     with contextlib.ExitStack() as stack:
         out: list[Endpoint] = []
         for i, spec in enumerate(scenario.targets):
-            out.append(_open(spec, stack, run_dir, profile, None if seed is None else seed + i))
+            out.append(_open(spec, stack, run_dir, profile, None if seed is None else seed + i, sim_tls))
         yield out
 
 
 def _open(spec: TargetSpec, stack: contextlib.ExitStack, run_dir: Path | None, profile: str | None,
-          seed: int | None) -> Endpoint:
+          seed: int | None, sim_tls: bool = False) -> Endpoint:
     if not spec.embedded:
         assert spec.target is not None
         e = real_endpoint(spec.target)
@@ -72,8 +77,9 @@ def _open(spec: TargetSpec, stack: contextlib.ExitStack, run_dir: Path | None, p
     from ..simulator import SimulatorProcess
 
     truth = str(run_dir / f"truth-{spec.name}.jsonl") if run_dir else None
-    sim = stack.enter_context(SimulatorProcess(profile=profile or spec.profile, truth_log=truth, seed=seed))
-    e = embedded_endpoint(spec.name, sim.url)
+    sim = stack.enter_context(SimulatorProcess(profile=profile or spec.profile, truth_log=truth, seed=seed,
+                                               tls=sim_tls or spec.tls))
+    e = embedded_endpoint(spec.name, sim.url, sim.ca_file)
     e.limits = target_limits(spec, profile)
     return e
 

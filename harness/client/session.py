@@ -50,6 +50,7 @@ class Endpoint:
     open_timeout_s: float = 30.0
     resource: str = ""  # quotas belong to a resource (quota.resource_key); "" = this endpoint alone
     limits: Limits = UNLIMITED  # the resource's quotas (target.limits over the host's defaults)
+    ssl_context: Any = None  # wss:// trust (tlsconf.client_context); None: the system store
 
 
 def _closed_send(data: bytes) -> None:
@@ -158,7 +159,8 @@ class CallerSession:
                 rec.budget_wait_ms = round(rec.budget_wait_ms + slot.waited_s * 1000, 3)
             try:
                 self.transport = connect(self.ep.url(), self.ep.headers(), self._on_message,
-                                         open_timeout=self.ep.open_timeout_s, kernel_stamps=self.opt.kernel_stamps)
+                                         open_timeout=self.ep.open_timeout_s, kernel_stamps=self.opt.kernel_stamps,
+                                         ssl_context=self.ep.ssl_context)
                 break
             except ConnectError as exc:
                 if slot is not None:

@@ -18,8 +18,9 @@ from typing import Callable
 
 import gevent
 import gevent.lock
+import ssl
+
 from gevent import socket
-from gevent import ssl
 from websockets.client import ClientProtocol
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidStatus
@@ -28,8 +29,9 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from .. import kstamp
+from .. import kstamp, tlsconf
 from ..histogram import MsHistogram
+from .tlsio import TlsSocket, handshake as tls_handshake
 
 try:
     from websockets.speedups import apply_mask
@@ -99,7 +101,7 @@ class CloseInfo:
 class Transport:
     """A connected, open WebSocket. Create with :func:`connect`."""
 
-    sock: socket.socket
+    sock: socket.socket | TlsSocket
     protocol: ClientProtocol
     on_message: OnMessage
     kernel_stamps: bool = False
@@ -112,9 +114,12 @@ class Transport:
     _send_error: str = ""
 
     def __post_init__(self) -> None:
-        # The OS-level socket under gevent's wrapper, for the one-syscall send path (plain TCP only:
-        # under TLS the bytes must go through the SSL object).
-        raw = None if isinstance(self.sock, ssl.SSLSocket) else getattr(self.sock, "_sock", None)
+        # The OS-level socket under gevent's wrapper, for the one-syscall send path. Under TLS
+        # (tlsio.py, sans-I/O) the frame is encrypted in memory first and the records take the same path.
+        tls = self.sock if isinstance(self.sock, TlsSocket) else None
+        self._wire = tls.raw if tls is not None else self.sock  # where bytes ready for the wire go
+        self._encrypt = tls.encrypt if tls is not None else None
+        raw = getattr(self._wire, "_sock", None)
         self._raw_send = raw.send if raw is not None and raw.gettimeout() == 0.0 else None
 
     def start(self, early: list[Frame] | None = None, t_early: int = 0) -> None:
@@ -125,10 +130,10 @@ class Transport:
         """Send one text message (UTF-8 bytes). Raises ConnectionError once the connection is gone.
 
         Hot path (every 20 ms per session): while the connection is OPEN and no other send is
-        blocked, the frame is built here and handed to the kernel in one non-blocking send(),
-        without websockets' Frame objects, gevent's sendall wrapper (which adds a getsockopt
-        syscall per call) or the lock: no greenlet switch can happen in between, so frames never
-        interleave. A partial write finishes under the lock, like any other send.
+        blocked, the frame is built here (and encrypted, over wss://) and handed to the kernel in
+        one non-blocking send(), without websockets' Frame objects, gevent's sendall wrapper (which
+        adds a getsockopt syscall per call) or the lock: no greenlet switch can happen in between,
+        so frames never interleave. A partial write finishes under the lock, like any other send.
         """
         if self.closed is not None:
             raise ConnectionError("connection closed")
@@ -137,15 +142,17 @@ class Transport:
             if (proto._state is _OPEN and self._raw_send is not None and not lock.locked()
                     and not proto.expect_continuation_frame and not proto.debug):
                 frame = text_frame(data)
+                if self._encrypt is not None:
+                    frame = self._encrypt(frame)
                 try:
                     sent = self._raw_send(frame)
                 except BlockingIOError:
                     sent = 0
                 if sent < len(frame):
                     with lock:
-                        self.sock.sendall(memoryview(frame)[sent:])
+                        self._wire.sendall(memoryview(frame)[sent:])
                 return
-            with lock:  # TLS, another send is blocked, or not OPEN (websockets raises the right error)
+            with lock:  # another send is blocked, or not OPEN (websockets raises the right error)
                 if proto._state is _OPEN and not proto.expect_continuation_frame and not proto.debug:
                     self.sock.sendall(text_frame(data))
                 else:
@@ -300,17 +307,24 @@ def connect(url: str, headers: dict[str, str], on_message: OnMessage, *, open_ti
     return transport
 
 
+_DEFAULT_CTX: dict[tuple[str | None, str | None], ssl.SSLContext] = {}
+
+
 def _default_ssl_context() -> ssl.SSLContext:
-    """gevent's SSLContext: ``gevent.ssl.create_default_context`` is the stdlib function and returns a
-    stdlib context whose blocking handshake freezes the hub when the process is not monkey-patched."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies certificates and host names
-    ctx.load_default_certs()  # honours SSL_CERT_FILE / SSL_CERT_DIR
+    """The system trust store, verifying certificates and host names; built once per SSL_CERT_FILE/
+    SSL_CERT_DIR setting (loading the store costs milliseconds, too much per connect at 100/s).
+    The handshake runs sans-I/O over gevent's socket (tlsio.py): cooperative, patched or not."""
+    key = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    ctx = _DEFAULT_CTX.get(key)
+    if ctx is None:
+        ctx = _DEFAULT_CTX[key] = tlsconf.client_context()
     return ctx
 
 
 def _open_socket(host: str, port: int, secure: bool, ctx: ssl.SSLContext | None,
-                 kernel_stamps: bool) -> tuple[socket.socket, bool]:
-    """The connected (and TLS-wrapped) socket, and whether its reads carry kernel stamps."""
+                 kernel_stamps: bool) -> tuple[socket.socket | TlsSocket, bool]:
+    """The connected (and TLS-wrapped) socket, and whether its reads carry kernel stamps (over
+    TLS too: the records are read from the TCP socket by us, tlsio.py)."""
     try:
         infos = socket.getaddrinfo(host, port, type=_stdsocket.SOCK_STREAM)
     except _stdsocket.gaierror as exc:
@@ -320,7 +334,7 @@ def _open_socket(host: str, port: int, secure: bool, ctx: ssl.SSLContext | None,
         sock = socket.socket(family, stype, proto)
         try:
             sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
-            stamped = kernel_stamps and not secure and kstamp.enable(sock)
+            stamped = kernel_stamps and kstamp.enable(sock)
             sock.connect(addr)
             break
         except OSError as exc:
@@ -331,8 +345,12 @@ def _open_socket(host: str, port: int, secure: bool, ctx: ssl.SSLContext | None,
     if secure:
         ctx = ctx or _default_ssl_context()
         try:
-            sock = ctx.wrap_socket(sock, server_hostname=host)
-        except (ssl.SSLError, OSError) as exc:
+            return tls_handshake(sock, ctx, host), stamped
+        except ssl.SSLCertVerificationError as exc:
+            sock.close()
+            raise ConnectError("tls", f"TLS handshake with {host} failed: {exc} (a private CA goes in "
+                               "target.ca_file)") from None
+        except (ssl.SSLError, OSError, EOFError) as exc:
             sock.close()
             raise ConnectError("tls", f"TLS handshake with {host} failed: {exc}") from None
     return sock, stamped

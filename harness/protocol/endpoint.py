@@ -105,6 +105,7 @@ class Target:
     region: str | None = None
     extra_query: dict[str, str] = field(default_factory=dict)
     open_timeout_s: float = 30.0
+    ca_file: str | None = None  # PEM bundle of CAs to trust instead of the system store (private CAs)
 
     def __post_init__(self) -> None:
         legacy = self.mode == "agent_legacy"
@@ -170,6 +171,14 @@ class Target:
             out.append(f"target.auth.scope: required for Entra ID (normally {DEFAULT_SCOPE})")
         if not self.open_timeout_s or self.open_timeout_s <= 0:
             out.append("target.open_timeout_s: must be > 0")
+        if self.ca_file is not None:
+            from ..tlsconf import check_ca_file
+
+            if p.scheme not in ("wss", "https"):
+                out.append("target.ca_file: only for wss:// or https:// endpoints")
+            problem = check_ca_file(self.ca_file)
+            if problem:
+                out.append(f"target.ca_file: {problem}")
         return out
 
     def warnings(self) -> list[str]:

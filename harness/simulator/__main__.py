@@ -1,7 +1,8 @@
 """``python -m harness.simulator``: run the Voice Live simulator until SIGINT/SIGTERM.
 
 Prints exactly one line when ready - ``voiceload-simulator listening on ws://HOST:PORT/voice-live/realtime``
-- so a parent can parse it, and one ``voiceload-simulator stats {...}`` JSON line on shutdown.
+(``wss://`` with ``--tls-*``; ``--tls-self-signed`` also logs ``voiceload-simulator CA file: PATH`` to
+stderr) - so a parent can parse it, and one ``voiceload-simulator stats {...}`` JSON line on shutdown.
 Logs go to stderr and never contain a credential.
 """
 
@@ -17,7 +18,7 @@ import sys
 from typing import Any
 
 from .profiles import DEFAULT_PROFILE, ProfileError
-from .runner import READY_PREFIX, STATS_PREFIX
+from .runner import CA_PREFIX, READY_PREFIX, STATS_PREFIX
 from .server import PATH, Simulator
 
 
@@ -33,12 +34,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU (benchmarks)")
     p.add_argument("--exit-with-parent", action="store_true", help="stop when the parent process dies")
     p.add_argument("--log-level", default="WARNING")
+    t = p.add_argument_group("TLS (serve wss://)")
+    t.add_argument("--tls-cert", default=None, help="PEM certificate chain of the server")
+    t.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
+    t.add_argument("--tls-self-signed", action="store_true",
+                   help="generate a local CA and a loopback certificate at start; prints the CA file to trust")
+    t.add_argument("--tls-dir", default=None, help="where --tls-self-signed writes its files (default: a temp dir)")
     return p
 
 
-async def _serve(args: argparse.Namespace, overrides: dict[str, Any] | None) -> dict[str, Any]:
+async def _serve(args: argparse.Namespace, overrides: dict[str, Any] | None, tls: Any) -> dict[str, Any]:
     sim = Simulator(args.profile, truth_log=args.truth_log, seed=args.seed, host=args.host, port=args.port,
-                    overrides=overrides)
+                    overrides=overrides, ssl_context=tls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):  # before the ready line: a parent may stop us at once
@@ -46,11 +53,28 @@ async def _serve(args: argparse.Namespace, overrides: dict[str, Any] | None) -> 
     if args.exit_with_parent:
         loop.create_task(_watch_parent(os.getppid(), stop))
     await sim.start()
-    print(f"{READY_PREFIX}ws://{args.host}:{sim.port}{PATH}", flush=True)
+    print(f"{READY_PREFIX}{sim.url}{PATH}", flush=True)
     await stop.wait()
     stats = sim.stats()
     await sim.stop()
     return stats
+
+
+def _tls_context(args: argparse.Namespace) -> Any:
+    """The server's SSLContext, or None for plain ws://; ValueError for a bad combination or file."""
+    from ..tlsconf import self_signed, server_context
+
+    if args.tls_self_signed:
+        if args.tls_cert or args.tls_key:
+            raise ValueError("--tls-self-signed and --tls-cert/--tls-key exclude each other")
+        import tempfile
+
+        files = self_signed(args.tls_dir or tempfile.mkdtemp(prefix="voiceload-tls-"))
+        print(f"{CA_PREFIX}{files.ca}", file=sys.stderr, flush=True)
+        return server_context(files.cert, files.key)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ValueError("--tls-cert and --tls-key go together")
+    return server_context(args.tls_cert, args.tls_key) if args.tls_cert else None
 
 
 async def _watch_parent(ppid: int, stop: asyncio.Event) -> None:
@@ -72,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         except json.JSONDecodeError as exc:
             print(f"--overrides: invalid JSON: {exc}", file=sys.stderr)
             return 2
+    try:
+        tls = _tls_context(args)
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
     try:
@@ -81,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         runner = asyncio.run
     try:
-        stats = runner(_serve(args, overrides))
+        stats = runner(_serve(args, overrides, tls))
     except ProfileError as exc:
         print(f"profile error: {exc}", file=sys.stderr)
         return 2

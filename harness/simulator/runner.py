@@ -28,6 +28,7 @@ from .server import Simulator
 
 READY_PREFIX = "voiceload-simulator listening on "
 STATS_PREFIX = "voiceload-simulator stats "
+CA_PREFIX = "voiceload-simulator CA file: "
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -35,8 +36,10 @@ class SimulatorThread:
     """A Simulator on its own event loop in a daemon thread; ``stats()`` is safe from any thread."""
 
     def __init__(self, profile: str | Profile | None = None, truth_log: str | None = None, host: str = "127.0.0.1",
-                 port: int = 0, overrides: dict[str, Any] | None = None, seed: int | None = None) -> None:
-        self.simulator = Simulator(profile, truth_log=truth_log, seed=seed, host=host, port=port, overrides=overrides)
+                 port: int = 0, overrides: dict[str, Any] | None = None, seed: int | None = None,
+                 ssl_context: Any = None) -> None:
+        self.simulator = Simulator(profile, truth_log=truth_log, seed=seed, host=host, port=port, overrides=overrides,
+                                   ssl_context=ssl_context)
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -93,9 +96,9 @@ class SimulatorThread:
 @contextlib.contextmanager
 def start_simulator(profile: str | Profile | None = None, truth_log: str | None = None, host: str = "127.0.0.1",
                     port: int = 0, overrides: dict[str, Any] | None = None,
-                    seed: int | None = None) -> Iterator[SimulatorThread]:
+                    seed: int | None = None, ssl_context: Any = None) -> Iterator[SimulatorThread]:
     """Run a simulator in a background thread for the duration of the block (tests)."""
-    handle = SimulatorThread(profile, truth_log, host, port, overrides, seed).start()
+    handle = SimulatorThread(profile, truth_log, host, port, overrides, seed, ssl_context).start()
     try:
         yield handle
     finally:
@@ -108,7 +111,10 @@ class SimulatorProcess:
     def __init__(self, profile: str | None = None, truth_log: str | None = None, host: str = "127.0.0.1",
                  port: int = 0, seed: int | None = None, *, overrides: dict[str, Any] | None = None,
                  stats_file: str | None = None, log_file: str | None = None, startup_timeout: float = 15.0,
-                 cpu: int | None = None) -> None:
+                 cpu: int | None = None, tls: bool = False) -> None:
+        self.tls = tls  # serve wss:// with a fresh local CA; ca_file is what clients must trust
+        self.ca_file: str | None = None
+        self._tls_dir: Any = None
         self.profile, self.truth_log, self.host, self.port, self.seed = profile, truth_log, host, port, seed
         self.overrides, self.stats_file, self.startup_timeout, self.cpu = overrides, stats_file, startup_timeout, cpu
         self.log_file = log_file
@@ -137,6 +143,14 @@ class SimulatorProcess:
             cmd += ["--stats-file", str(self.stats_file)]
         if self.cpu is not None:
             cmd += ["--cpu", str(self.cpu)]
+        if self.tls:
+            if self._tls_dir is None:
+                from ..tlsconf import self_signed
+
+                self._tls_dir = tempfile.TemporaryDirectory(prefix="voiceload-tls-")
+                files = self_signed(self._tls_dir.name)
+                self.ca_file, self._tls_files = files.ca, files
+            cmd += ["--tls-cert", self._tls_files.cert, "--tls-key", self._tls_files.key]
         return cmd
 
     def start(self) -> "SimulatorProcess":
@@ -216,6 +230,9 @@ class SimulatorProcess:
         if self._log_fh is not None and not keep_log:
             self._log_fh.close()
             self._log_fh = None
+        if self._tls_dir is not None:
+            self._tls_dir.cleanup()
+            self._tls_dir = None
 
     def __enter__(self) -> "SimulatorProcess":
         return self.start()

@@ -211,7 +211,8 @@ class Simulator:
     def __init__(self, profile: str | Profile | None = None, *, truth_log: str | None = None, seed: int | None = None,
                  host: str = "127.0.0.1", port: int = 0, overrides: dict[str, Any] | None = None,
                  fixtures_dir: str = "audio_fixtures", replies: list[Any] | None = None,
-                 kernel_stamps: bool = True) -> None:
+                 kernel_stamps: bool = True, ssl_context: Any = None) -> None:
+        self.ssl_context = ssl_context  # serve wss:// (harness/tlsconf.py); kernel stamps need plain TCP
         self.profile = load_profile(profile, overrides)
         self.seed = self.profile.seed if seed is None else int(seed)
         self.host, self.port = host, port
@@ -235,7 +236,8 @@ class Simulator:
 
     @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'wss' if self.ssl_context is not None else 'ws'}://{host}:{self.port}"
 
     async def start(self) -> None:
         # Everything slow happens before the first client: reply audio in every SDK output format,
@@ -251,7 +253,7 @@ class Simulator:
                                    max_queue=None, ping_interval=None,
                                    create_connection=functools.partial(  # type: ignore[arg-type]
                                        _StampedConnection, kernel_stamps=self.kernel_stamps, rx_delays=self.rx_delays),
-                                   open_timeout=30, close_timeout=5)
+                                   open_timeout=30, close_timeout=5, ssl=self.ssl_context)
         self.port = self._server.sockets[0].getsockname()[1]
         self.started_at = time.monotonic()
         self._lag_task = asyncio.create_task(self._lag_monitor())
