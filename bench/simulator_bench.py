@@ -159,7 +159,9 @@ def run_one(n: int, duration: float, ramp: float, profile: str, sim_cpu: int | N
     with tempfile.TemporaryDirectory() as tmp:
         truth = os.path.join(tmp, "truth.jsonl")
         out = os.path.join(tmp, "client.json")
-        with SimulatorProcess(profile=profile, truth_log=truth, cpu=sim_cpu, seed=1) as sim:
+        # A benchmark measures the simulator, not a resource's quota: never throttled.
+        with SimulatorProcess(profile=profile, truth_log=truth, cpu=sim_cpu, seed=1,
+                              overrides={"quotas": "none"}) as sim:
             proc = psutil.Process(sim.pid)
             _renice(sim.pid, nice)
             cmd = [sys.executable, __file__, "--client", "--url",

@@ -229,7 +229,10 @@ def _targets(scenario: Any, override: str | None) -> list[Any]:
 
 def _target_warnings(scenario: Any, override: str | None) -> list[str]:
     """Each warning names its target, so a scenario with several targets says which one is meant."""
-    return [f"target {t.name!r}: {w}" for t in _targets(scenario, override) for w in t.warnings()]
+    from .scenario import session_warnings
+
+    return [f"target {t.name!r}: {w}" for t in _targets(scenario, override) for w in t.warnings()] + \
+        session_warnings(scenario)
 
 
 def _override_problems(args: argparse.Namespace, duration: float | None) -> list[str]:

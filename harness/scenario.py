@@ -266,7 +266,15 @@ def _check_session(session: dict[str, Any], p: s.Problems) -> None:
     except ImportError:  # pragma: no cover - the shared validator ships with the simulator
         return
     for issue in validate_session(session):
-        p.add(s.join("session", issue.param) if issue.param else "session", issue.message)
+        if not issue.warning:  # warnings (unknown but legal values) never block: see session_warnings
+            p.add(s.join("session", issue.param) if issue.param else "session", issue.message)
+
+
+def session_warnings(scenario: Any) -> list[str]:
+    """``session.<field>: message`` for values voiceload does not know but the service may (never refused)."""
+    from .protocol.session import validate_session
+
+    return [f"{s.join('session', i.param)}: {i.message}" for i in validate_session(scenario.session) if i.warning]
 
 
 def _turn(raw: Any, path: str, p: s.Problems, tool_names: list[str] | None = None) -> TurnSpec:

@@ -16,12 +16,27 @@ def test_defaults_depend_on_api_version_and_vad_type():
     assert ps.turn_detection_defaults("azure_semantic_vad", "2026-04-10")["speech_duration_ms"] == 80
     assert new["turn_detection"]["speech_duration_ms"] == 200
     assert "auto_truncate" not in old["turn_detection"] and new["turn_detection"]["auto_truncate"] is False
+    # object/expires_at only from 2026-07-15 (a 2025-10-01 trace has neither); model mode ends with agent null
+    assert new["object"] == "realtime.session" and new["expires_at"] > 0
+    assert "object" not in old and "expires_at" not in old
+    assert "expires_at" not in ps.default_session("2026-06-01-preview", model="gpt-realtime")
     for s in (old, new):
-        assert s["id"].startswith("sess_") and s["object"] == "realtime.session"
+        assert s["id"].startswith("sess_") and list(s)[-1] == "agent" and s["agent"] is None
         assert s["modalities"] == ["text", "audio"] and s["input_audio_format"] == "pcm16"
         assert s["input_audio_sampling_rate"] == 24000 and s["output_audio_format"] == "pcm16"
         assert s["turn_detection"]["type"] == "server_vad" and s["turn_detection"]["silence_duration_ms"] == 500
         assert s["turn_detection"]["create_response"] is True and s["turn_detection"]["interrupt_response"] is True
+
+
+def test_current_transcription_models_pass_and_unknown_ones_only_warn():
+    for model in ("mai-transcribe-2", "mai-transcribe", "mai-transcribe-1", "azure-speech", "gpt-4o-transcribe"):
+        assert ps.validate_session({"input_audio_transcription": {"model": model}}) == [], model
+    (w,) = ps.validate_session({"input_audio_transcription": {"model": "my-asr"}})
+    assert w.warning and w.param == "input_audio_transcription.model" and "my-asr" in w.message
+    merged, issues = ps.merge_session(ps.default_session(model="gpt-4.1"),
+                                      {"input_audio_transcription": {"model": "my-asr"}, "voice": "coral"})
+    assert issues == [w] and merged["input_audio_transcription"]["model"] == "my-asr" and merged["voice"] == "coral"
+    assert ps.validate_session({"input_audio_transcription": {"language": "en"}})[0].code == "missing_required_parameter"
 
 
 def test_transcription_default_per_model_and_agent():
@@ -79,7 +94,6 @@ def test_g711_implies_8k_and_back():
     ({"modalities": ["audio"]}, "modalities", "invalid_value"),
     ({"modalities": ["text", "smell"]}, "modalities[1]", "invalid_value"),
     ({"voice": {"type": "azure-standard"}}, "voice.name", "missing_required_parameter"),
-    ({"input_audio_transcription": {"model": "my-asr"}}, "input_audio_transcription.model", "invalid_value"),
     ({"max_response_output_tokens": 5000}, "max_response_output_tokens", "decimal_above_max_value"),
     ({"temperature": "hot"}, "temperature", "invalid_type"),
     ({"colour": "blue"}, "colour", "unknown_parameter"),

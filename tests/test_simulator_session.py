@@ -46,7 +46,7 @@ class Driver:
             elif isinstance(a, Timer):
                 heapq.heappush(self.heap, (a.at_ns, next(self.seq), a.fn))
             elif isinstance(a, Record):
-                self.records.append(a.truth.finish())
+                self.records.append(a.truth if isinstance(a.truth, dict) else a.truth.finish())
             elif isinstance(a, SendRaw):
                 self.raw.append(a.data)
             elif isinstance(a, Close):

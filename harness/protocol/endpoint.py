@@ -12,13 +12,14 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 from urllib.parse import parse_qs, parse_qsl, unquote_plus, urlencode, urlparse, urlunparse
 
 #: api-version values seen in the SDK and on Learn (docs/azure.md, shared protocol reference §1).
 API_VERSIONS: tuple[str, ...] = ("2025-05-01-preview", "2025-10-01", "2026-01-01-preview", "2026-04-10",
-                                 "2026-07-15")
+                                 "2026-06-01-preview", "2026-07-15")
 GA_API_VERSIONS: tuple[str, ...] = ("2025-10-01", "2026-04-10", "2026-07-15")
 #: Newest GA version: the default of the SDK we mirror (1.3.x) and one of the two versions its live
 #: tests run against, so it is the best-exercised choice. Previews (e.g. 2026-01-01-preview for
@@ -27,6 +28,7 @@ DEFAULT_API_VERSION = "2026-07-15"
 DEFAULT_MODEL = "gpt-realtime"
 DEFAULT_SCOPE = "https://ai.azure.com/.default"
 LEGACY_SCOPE = "https://cognitiveservices.azure.com/.default"
+_VERSION_SHAPE = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 REALTIME_PATH = "/voice-live/realtime"
 SCHEMES = ("https", "wss", "http", "ws")
 #: The SDK's telemetry parameter (its User-Agent string). We never send it: it is not ours to claim.
@@ -191,9 +193,9 @@ class Target:
                        f"credentials and audio travel in clear text; use https:// or wss://")
         if self.auth.kind == "none" and p.hostname and not local:
             out.append("target.auth.kind: 'none' against a real host will be refused (HTTP 401); use entra or api_key")
-        if self.api_version and self.api_version not in API_VERSIONS:
-            out.append(f"target.api_version: {self.api_version!r} is not a version voiceload knows "
-                       f"({', '.join(API_VERSIONS)}); the service answers 400 if it does not exist")
+        problem = api_version_problem(self.api_version) if self.api_version else None
+        if problem:
+            out.append(f"target.api_version: {problem[0]}; the service answers 400 if it does not exist")
         if self.mode != "model" and self.auth.kind == "api_key":
             out.append("target.auth.kind: Learn says key-based authentication isn't supported in agent mode; "
                        "use entra")
@@ -218,6 +220,16 @@ class Target:
                 out.append(f"target.extra_query.{key}: looks like a secret; scenario files are not the place for "
                            f"secrets (use auth with an environment variable)")
         return out
+
+
+def api_version_problem(version: str) -> tuple[str, bool] | None:
+    """None for a known api-version; else (message, well_formed). Unknown but date-shaped versions
+    (``YYYY-MM-DD[-preview]``) are only warned about: a newer service version must never be blocked."""
+    if version in API_VERSIONS:
+        return None
+    shaped = bool(_VERSION_SHAPE.match(version or ""))
+    what = "is not a version voiceload knows" if shaped else "is not an api-version (expected YYYY-MM-DD[-preview])"
+    return f"{version!r} {what} ({', '.join(API_VERSIONS)})", shaped
 
 
 def is_loopback(host: str) -> bool:

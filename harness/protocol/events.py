@@ -56,6 +56,10 @@ AUDIO_TRANSCRIPT_DONE = "response.audio_transcript.done"
 TEXT_DELTA = "response.text.delta"
 TEXT_DONE = "response.text.done"
 RATE_LIMITS_UPDATED = "rate_limits.updated"
+AUDIO_TIMESTAMP_DELTA = "response.audio_timestamp.delta"
+AUDIO_TIMESTAMP_DONE = "response.audio_timestamp.done"
+VISEME_DELTA = "response.animation_viseme.delta"
+VISEME_DONE = "response.animation_viseme.done"
 
 #: response.done statuses (Response object ``status``).
 RESPONSE_STATUSES = ("in_progress", "completed", "cancelled", "failed", "incomplete")

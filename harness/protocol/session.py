@@ -40,8 +40,10 @@ TURN_DETECTION_TYPES = (SERVER_VAD, *AZURE_SEMANTIC_VADS, OPENAI_SEMANTIC_VAD)
 EOU_MODELS = ("semantic_detection_v1", "semantic_detection_v1_en", "semantic_detection_v1_multilingual")
 EOU_LEVELS = ("low", "medium", "high", "default")
 EAGERNESS = ("auto", "low", "medium", "high")
-TRANSCRIPTION_MODELS = ("azure-speech", "mai-transcribe", "mai-transcribe-1", "whisper-1", "gpt-4o-transcribe",
-                        "gpt-4o-mini-transcribe", "gpt-4o-transcribe-diarize")
+#: Transcription models of the 2026-07-15 and 2026-06-01-preview references (``mai-transcribe`` aliases
+#: ``mai-transcribe-2``; SDK 1.3 spells ``mai-transcribe-1``). Others are warned about, never refused.
+TRANSCRIPTION_MODELS = ("azure-speech", "mai-transcribe-2", "mai-transcribe", "mai-transcribe-1", "whisper-1",
+                        "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-4o-transcribe-diarize")
 NOISE_REDUCTION_TYPES = ("azure_deep_noise_suppression", "near_field", "far_field")
 VOICE_TYPES = ("openai", "azure-standard", "azure-custom", "azure-personal", "avatar-voice-sync",
                "azure-realtime-native")
@@ -53,7 +55,10 @@ TOOL_CHOICES = ("auto", "none", "required")
 PADDING_CHANGE_VERSION = "2026-04-10"
 #: api-version from which ``auto_truncate`` exists (§2).
 AUTO_TRUNCATE_VERSION = "2026-01-01"
-DEFAULT_SESSION_S = 30 * 60  # expires_at: unconfirmed for Voice Live; Azure OpenAI's 30 minutes
+DEFAULT_SESSION_S = 60 * 60  # S0's maximum session length (reference §6a, Learn quota page 2026-01)
+#: api-version from which session.created/updated carry ``object`` and ``expires_at`` (reference §6a: a
+#: 2025-10-01 trace has neither; the 2026-07-15 reference adds only ``expires_at`` over 2026-06-01-preview).
+EXPIRES_AT_VERSION = "2026-07-15"
 DEFAULT_AZURE_VOICE = {"type": "azure-standard", "name": "en-US-Ava:DragonHDLatestNeural"}
 DEFAULT_OPENAI_VOICE = "alloy"
 
@@ -65,6 +70,7 @@ class SessionIssue:
     param: str
     message: str
     code: str = "invalid_value"
+    warning: bool = False  # legal but unknown to voiceload: reported, never refused
 
 
 def _version_key(api_version: str) -> str:
@@ -73,8 +79,17 @@ def _version_key(api_version: str) -> str:
 
 
 def is_realtime_model(model: str | None) -> bool:
-    """Speech-to-speech models (no cascaded STT) start with transcription off."""
+    """Speech-to-speech models (gpt-realtime*, phi4-mm-realtime...) start with transcription off."""
     return bool(model) and "realtime" in model.lower()
+
+
+def is_cascaded(model: str | None, agent: bool = False) -> bool:
+    """Cascaded STT -> LLM -> TTS (gpt-4o, gpt-4.1, gpt-5.x, phi..., agents): the real cascaded event order."""
+    return agent or not is_realtime_model(model)
+
+
+def has_expires_at(api_version: str) -> bool:
+    return _version_key(api_version) >= EXPIRES_AT_VERSION
 
 
 def turn_detection_defaults(td_type: str, api_version: str = DEFAULT_API_VERSION) -> dict[str, Any]:
@@ -100,7 +115,7 @@ def default_session(api_version: str = DEFAULT_API_VERSION, *, model: str | None
                     agent: dict[str, Any] | None = None, session_id: str | None = None,
                     expires_at: int | None = None) -> dict[str, Any]:
     """The effective session at ``session.created``: every field the client may later change."""
-    cascaded = agent is not None or not is_realtime_model(model)
+    cascaded = is_cascaded(model, agent is not None)
     session: dict[str, Any] = {
         "id": session_id or new_id("sess"),
         "object": "realtime.session",
@@ -121,6 +136,9 @@ def default_session(api_version: str = DEFAULT_API_VERSION, *, model: str | None
         "max_response_output_tokens": "inf",
         "expires_at": int(expires_at if expires_at is not None else time.time() + DEFAULT_SESSION_S),
     }
+    if not has_expires_at(api_version):
+        del session["object"], session["expires_at"]
+    session["agent"] = None  # model mode ends with "agent": null (2025 trace)
     if agent is not None:
         session["agent"] = {"type": "agent", "name": agent.get("name", ""), "description": agent.get("description"),
                             "agent_id": agent.get("agent_id") or agent.get("name", ""),
@@ -136,8 +154,8 @@ class _Checker:
         self.api_version = api_version
         self.issues: list[SessionIssue] = []
 
-    def add(self, param: str, message: str, code: str = "invalid_value") -> None:
-        self.issues.append(SessionIssue(param, message, code))
+    def add(self, param: str, message: str, code: str = "invalid_value", warning: bool = False) -> None:
+        self.issues.append(SessionIssue(param, message, code, warning))
 
     def one_of(self, value: Any, allowed: tuple[str, ...], param: str) -> bool:
         if value not in allowed:
@@ -261,7 +279,12 @@ def _check_field(c: _Checker, key: str, value: Any, update: dict[str, Any]) -> N
         _check_turn_detection(c, value)
     elif key == "input_audio_transcription":
         if value is not None and c.typed(value, dict, key, "an object or null"):
-            c.one_of(value.get("model"), TRANSCRIPTION_MODELS, f"{key}.model")
+            model = value.get("model")
+            if not isinstance(model, str) or not model:
+                c.add(f"{key}.model", f"Missing required parameter: 'session.{key}.model'.", "missing_required_parameter")
+            elif model not in TRANSCRIPTION_MODELS:
+                c.add(f"{key}.model", f"Unknown transcription model {model!r} (known: {', '.join(TRANSCRIPTION_MODELS)}); "
+                      "sent as is.", "unknown_model", warning=True)
             if value.get("language") is not None:
                 c.typed(value["language"], str, f"{key}.language", "a string")
     elif key == "input_audio_noise_reduction":
@@ -321,7 +344,10 @@ def validate_session(update: dict[str, Any], *, api_version: str = DEFAULT_API_V
 
 def merge_session(current: dict[str, Any], update: dict[str, Any], *,
                   api_version: str = DEFAULT_API_VERSION) -> tuple[dict[str, Any], list[SessionIssue]]:
-    """Apply ``session.update``: only present fields change; any issue leaves ``current`` untouched.
+    """Apply ``session.update``: only present fields change; any error leaves ``current`` untouched.
+
+    Warnings (``SessionIssue.warning``: e.g. an unknown transcription model) do not stop the update;
+    they are returned with the merged session.
 
     ``turn_detection`` is replaced as a whole, with the type's defaults filling the fields the
     update leaves out (OpenAI semantics; Voice Live's own behaviour is unconfirmed).
@@ -338,7 +364,7 @@ def merge_session(current: dict[str, Any], update: dict[str, Any], *,
             except (ValueError, TypeError) as exc:
                 if not any(i.param == "input_audio_sampling_rate" for i in issues):
                     issues.append(SessionIssue("input_audio_sampling_rate", str(exc)))
-    if issues:
+    if any(not i.warning for i in issues):
         return current, issues
     merged = dict(current)
     for key, value in update.items():
@@ -356,7 +382,7 @@ def merge_session(current: dict[str, Any], update: dict[str, Any], *,
                 merged["input_audio_sampling_rate"] = audio.BASE_RATE
         else:
             merged[key] = copy.deepcopy(value)
-    return merged, []
+    return merged, issues  # warnings only
 
 
 def input_format_of(session: dict[str, Any]) -> audio.AudioFormat:

@@ -59,9 +59,9 @@ class Compute:
 
 @dataclass(slots=True)
 class Record:
-    """Write a finished response to the truth log (after the sends queued before it)."""
+    """Write a finished response (or a throttle decision, a plain dict) to the truth log, in order."""
 
-    truth: TurnTruth
+    truth: TurnTruth | dict
 
 
 Action = Union[Send, SendRaw, Timer, Close, Record, Compute]

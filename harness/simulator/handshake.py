@@ -12,14 +12,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import parse_qs, urlsplit
 
-from ..protocol.endpoint import API_VERSIONS, REALTIME_PATH
+from ..protocol.endpoint import API_VERSIONS, REALTIME_PATH, api_version_problem
 from .profiles import AuthConfig
 
+log = logging.getLogger("voiceload.simulator")
 AGENT_V2_PARAMS = ("agent-name", "agent-project-name", "agent-version", "conversation-id",
                    "agent-authentication-identity-client-id", "foundry-resource-override")
 MSG_MISSING_KEY = ("Access denied due to missing subscription key or Authorization header. Make sure to include "
@@ -75,9 +77,14 @@ def check(path: str, headers: Mapping[str, str], auth: AuthConfig, now: float | 
     if not version:
         return reject(400, "BadRequest", "The api-version query parameter (?api-version=) is required for all "
                       f"requests. Supported versions: {', '.join(API_VERSIONS)}", query=query)
-    if version not in API_VERSIONS:
+    problem = api_version_problem(version)
+    newer = problem is not None and problem[1] and version[:10] > max(v[:10] for v in API_VERSIONS)
+    if problem is not None and not newer:  # malformed, or a date we know the service never had
         return reject(400, "BadRequest", f"The api-version '{version}' is not supported. "
                       f"Supported versions: {', '.join(API_VERSIONS)}", query=query)
+    if newer:  # newer than anything we know: accepted with a warning, never blocked
+        log.warning("handshake: api-version %r is newer than this simulator knows; behaving as %s", version,
+                    API_VERSIONS[-1])
     model = query.get("model") or None
     agent: dict[str, Any] | None = None
     if "agent-name" in query or any(k in query for k in AGENT_V2_PARAMS[2:]):

@@ -9,6 +9,7 @@ fires, which is how the tests force each fault. Schema: docs/simulator.md.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import random
 from dataclasses import dataclass, field, fields
@@ -17,9 +18,16 @@ from typing import Any
 
 import yaml
 
+from ..limits import AZURE_S0, UNLIMITED, Limits
+
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "scenarios" / "profiles"
 DEFAULT_PROFILE = "realistic"
 DIST_KINDS = ("fixed", "normal", "lognormal", "uniform")
+#: Quota presets a profile's ``quotas:`` block can start from (harness/limits.py).
+QUOTA_PRESETS: dict[str, Limits] = {"azure_s0": AZURE_S0, "none": UNLIMITED}
+QUOTA_FIELDS = ("connections_per_minute", "tokens_per_minute", "max_session_minutes", "window_s")
+TOKENS_EXCEEDED = ("close", "fail_response")
+EVENT_ORDERS = ("auto", "realtime", "cascaded")
 FAULTS = ("error_mid_turn", "disconnect_mid_response", "stall_response", "handshake_429", "handshake_503",
           "slow_handshake", "malformed_frame")
 
@@ -72,7 +80,7 @@ class Faults:
     disconnect_mid_response: float = 0.0
     disconnect_mode: str = "abort"  # abort (TCP reset, no close frame) | close_1011
     stall_response: float = 0.0  # stop sending mid-response, never finish
-    handshake_429: float = 0.0
+    handshake_429: float = 0.0  # "capacity" 429: the service is scaling, within quota (docs/simulator.md)
     handshake_503: float = 0.0
     retry_after_s: float = 1.0
     slow_handshake: float = 0.0
@@ -122,10 +130,26 @@ class Profile:
     reply_length_ms: Dist | None = None  # None: whole replies; else choose one at least this long and trim
     vad_batch_ms: int = 60  # VAD decision granularity: audio is classified in batches of this size
     rate_limits_event: bool = False  # rate_limits.updated after response.created (not in the SDK enum)
+    warning_event: bool = False  # a `warning` event after response.created (clients must tolerate it)
+    audio_timestamp_events: bool = False  # word timestamps even if the session did not ask for them
+    viseme_events: bool = False  # viseme deltas even if the session did not ask for them
+    # Which event order responses follow: auto (cascaded for non-realtime models and agents, realtime
+    # for *realtime* models), or forced. Reference §6a "real cascaded-model order".
+    event_order: str = "auto"
+    quotas: Limits = UNLIMITED  # per-resource quotas (this simulator process is one resource)
+    on_tokens_exceeded: str = "close"  # close: error + close 1013; fail_response: error + response.done failed
     transcription: TranscriptionConfig = field(default_factory=TranscriptionConfig)
     faults: Faults = field(default_factory=Faults)
     auth: AuthConfig = field(default_factory=AuthConfig)
     source: str = ""
+
+    @property
+    def session_limit_s(self) -> float | None:
+        """Maximum session length: the quota (``max_session_minutes``) or the older fault knob, whichever is shorter."""
+        limits = [v for v in (self.faults.session_time_limit_s,
+                              None if self.quotas.max_session_minutes is None else self.quotas.max_session_minutes * 60.0)
+                  if v is not None]
+        return min(limits) if limits else None
 
     def fault_hits(self, fault: str, session_index: int, turn_index: int = -1, seed: int | None = None) -> bool:
         """Deterministic Bernoulli draw for one fault at one (session, turn)."""
@@ -236,6 +260,35 @@ def _section(raw: Any, cls: type, src: str, path: str) -> Any:
     return obj
 
 
+def _quotas(raw: Any, src: str) -> tuple[Limits, str]:
+    """``quotas: azure_s0`` / ``none``, or a mapping: ``preset`` plus any Limits field (null = unlimited)."""
+    if isinstance(raw, str) or raw is None:
+        raw = {"preset": raw or "none"}
+    if not isinstance(raw, dict):
+        raise _err(src, "quotas", f"expected a preset name ({', '.join(QUOTA_PRESETS)}) or a mapping, got {raw!r}")
+    preset = raw.get("preset", "none")
+    if preset not in QUOTA_PRESETS:
+        raise _err(src, "quotas.preset", f"unknown preset {preset!r}; expected one of {', '.join(QUOTA_PRESETS)}")
+    limits = QUOTA_PRESETS[preset]
+    mode = "close"
+    kw: dict[str, Any] = {}
+    for key, value in raw.items():
+        p = f"quotas.{key}"
+        if key == "preset":
+            continue
+        if key == "on_tokens_exceeded":
+            if value not in TOKENS_EXCEEDED:
+                raise _err(src, p, f"expected one of {', '.join(TOKENS_EXCEEDED)}")
+            mode = value
+        elif key == "window_s":
+            kw[key] = _num(value, src, p, 0.1)
+        elif key in QUOTA_FIELDS:
+            kw[key] = None if value is None else _num(value, src, p, 0.001)
+        else:
+            raise _err(src, p, f"unknown key (expected one of preset, {', '.join(QUOTA_FIELDS)}, on_tokens_exceeded)")
+    return dataclasses.replace(limits, **kw), mode
+
+
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """``over`` wins; nested mappings merge; dotted keys ("faults.stall_response") address nesting."""
     out = copy.deepcopy(base)
@@ -277,10 +330,16 @@ def profile_from_dict(raw: dict[str, Any], src: str = "<profile>") -> Profile:
             kw[key] = None if value is None else _dist(value, src, key, lo=100.0)
         elif key == "vad_batch_ms":
             kw[key] = int(_num(value, src, key, 10, 1000))
-        elif key == "rate_limits_event":
+        elif key in ("rate_limits_event", "warning_event", "audio_timestamp_events", "viseme_events"):
             if not isinstance(value, bool):
                 raise _err(src, key, "expected true or false")
             kw[key] = value
+        elif key == "event_order":
+            if value not in EVENT_ORDERS:
+                raise _err(src, key, f"expected one of {', '.join(EVENT_ORDERS)}")
+            kw[key] = value
+        elif key == "quotas":
+            kw["quotas"], kw["on_tokens_exceeded"] = _quotas(value, src)
         elif key == "transcription":
             kw[key] = _section(value, TranscriptionConfig, src, key)
         elif key == "faults":
@@ -288,7 +347,7 @@ def profile_from_dict(raw: dict[str, Any], src: str = "<profile>") -> Profile:
         elif key == "auth":
             kw[key] = _section(value, AuthConfig, src, key)
         else:
-            known = sorted(f.name for f in fields(Profile) if f.name != "source")
+            known = sorted(f.name for f in fields(Profile) if f.name not in ("source", "on_tokens_exceeded"))
             raise _err(src, key, f"unknown key (expected one of {', '.join(known)})")
     return Profile(**kw)
 
@@ -317,6 +376,8 @@ def load_profile(name_or_path: str | Path | Profile | None = None, overrides: di
     if not isinstance(raw, dict):
         raise ProfileError(f"{path}: expected a mapping at the top level")
     raw.setdefault("name", path.stem)
+    if isinstance(raw.get("quotas"), str):  # so an override of one field keeps the preset
+        raw["quotas"] = {"preset": raw["quotas"]}
     if overrides:
         raw = deep_merge(raw, overrides)
     return profile_from_dict(raw, str(path))

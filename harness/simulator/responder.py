@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .. import audio
+from ..limits import OUTPUT_AUDIO_TOKENS_PER_S, text_tokens
 from ..protocol import events as ev
 from .actions import Action, Close, Record, Send, SendRaw, Timer
 from .truth import TurnTruth
 
 NS_PER_MS = 1_000_000
-OUTPUT_AUDIO_TOKENS_PER_S = 20  # pricing-page estimate (protocol §5)
+VISEME_IDS = 22  # Azure viseme ids 0-21
 MALFORMED_TEXT = "{voiceload-simulator: deliberately malformed frame"
 MALFORMED_BINARY = b"\x00\xffvoiceload-simulator\xfe"
 
@@ -117,6 +118,10 @@ class ResponsePlan:
     disconnect_abort: bool = True
     malformed_kind: str = "both"
     rate_limits_event: bool = False
+    warning_event: bool = False
+    cascaded: bool = False  # cascaded order: the whole transcript streams before the first audio delta
+    timestamps: bool = False  # response.audio_timestamp.delta per word
+    visemes: bool = False  # response.animation_viseme.delta per audio delta
 
 
 @dataclass
@@ -134,6 +139,11 @@ class ResponseContext:
     previous_item_id: Callable[[], str | None]
     on_item: Callable[[str, float], None]  # (item_id, audio ms so far): conversation bookkeeping
     on_end: Callable[["ActiveResponse", int], list[Action]]  # may start a deferred response
+    spend: Callable[[int, int], None] = lambda tokens, now_ns: None  # (tokens, now): the resource's token meter
+    rate_limits: Callable[[int], list[dict[str, Any]]] | None = None  # payload of rate_limits.updated
+    # Cascaded order: what must precede response.created (the user's transcript and item), or None to
+    # hold the response until it can be sent (then release() resumes it).
+    gate: Callable[[int], "list[Action] | None"] = lambda now_ns: []
 
 
 @dataclass
@@ -148,6 +158,8 @@ class ActiveResponse:
     sent: int = 0
     audio_sent_ms: float = 0.0
     text_sent: list[str] = field(default_factory=list)
+    charged: int = 0  # output tokens already spent on the resource's meter
+    blocked: bool = False  # response.created was due while the cascaded gate was closed
 
     def __post_init__(self) -> None:
         p, c = self.plan, self.ctx
@@ -185,12 +197,21 @@ class ActiveResponse:
     def _response(self, status: str, details: dict[str, Any] | None, output: list[dict[str, Any]]) -> dict[str, Any]:
         c = self.ctx
         text = "".join(self.text_sent)
-        out_tokens = round(self.audio_sent_ms / 1000.0 * OUTPUT_AUDIO_TOKENS_PER_S)
         usage = ev.usage(input_audio_tokens=c.input_audio_tokens if status != "in_progress" else 0,
-                         output_audio_tokens=out_tokens, output_text_tokens=len(text.split()) * 4 // 3)
+                         output_audio_tokens=self._audio_tokens(), output_text_tokens=text_tokens(text))
         return ev.response_object(c.response_id, status=status, status_details=details, output=output,
                                   usage_=usage, conversation_id=c.conversation_id, modalities=list(c.modalities),
                                   voice=c.voice, output_audio_format=c.out_fmt.name)
+
+    def _audio_tokens(self) -> int:
+        return round(self.audio_sent_ms / 1000.0 * OUTPUT_AUDIO_TOKENS_PER_S)
+
+    def _charge(self, now_ns: int) -> None:
+        """Spend the output tokens produced since the last call (same count as ``usage``)."""
+        total = self._audio_tokens() + text_tokens("".join(self.text_sent))
+        if total > self.charged:
+            self.ctx.spend(total - self.charged, now_ns)
+            self.charged = total
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def start(self, now_ns: int) -> list[Action]:
@@ -200,14 +221,32 @@ class ActiveResponse:
     def on_created(self, now_ns: int) -> list[Action]:
         if self.state != "pending":
             return []
+        first = self.ctx.gate(now_ns)
+        if first is None:  # cascaded: the user's transcript and item go first; release() resumes
+            self.blocked = True
+            return []
         self.state = "streaming"
         out: list[Action] = self._headers()
+        extra: list[Action] = []
         if self.plan.rate_limits_event:  # documented right after response.created; not in the SDK enum
-            out.insert(1, Send(ev.server_event(ev.RATE_LIMITS_UPDATED, rate_limits=[
+            limits = self.ctx.rate_limits(now_ns) if self.ctx.rate_limits else []
+            extra.append(Send(ev.server_event(ev.RATE_LIMITS_UPDATED, rate_limits=limits or [
                 {"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 60.0},
                 {"name": "tokens", "limit": 100000, "remaining": 99000, "reset_seconds": 60.0}])))
+        if self.plan.warning_event:
+            extra.append(Send(ev.server_event(ev.WARNING, warning={
+                "code": "simulated_warning", "message": "voiceload simulator: a warning for client robustness tests",
+                "param": None})))
+        out[1:1] = extra
         out.append(Timer(self.due[0], self.on_chunk))
-        return out
+        return first + out
+
+    def release(self, now_ns: int) -> list[Action]:
+        """The cascaded gate opened: send the headers now if they were held back."""
+        if self.blocked and self.state == "pending":
+            self.blocked = False
+            return self.on_created(now_ns)
+        return []
 
     def _headers(self) -> list[Action]:
         c = self.ctx
@@ -227,24 +266,56 @@ class ActiveResponse:
             return []
         out: list[Action] = []
         n = len(self.durs)
+        lead = self.plan.cascaded and self.audio
         while self.sent < n and self.due[self.sent] <= now_ns:
             if self.sent == self.fault_at:
+                self._charge(now_ns)
                 return out + self._fault(now_ns)
             i = self.sent
+            if lead and i == 0:  # cascaded: the LLM's text is out before TTS audio starts (reference §6a)
+                out += self._transcript_deltas(range(n))
             if self.audio:
                 out.append(Send(ev.server_event(ev.AUDIO_DELTA, **self._ids(), delta=self.chunks[i]), self.truth, "audio"))
+                offset = self.audio_sent_ms
                 self.audio_sent_ms += self.durs[i]
                 self.ctx.on_item(self.ctx.item_id, self.audio_sent_ms)
-            delta = self.deltas[i]
-            if delta is not None:
-                self.text_sent.append(delta)
-                etype = ev.AUDIO_TRANSCRIPT_DELTA if self.audio else ev.TEXT_DELTA
-                out.append(Send(ev.server_event(etype, **self._ids(), delta=delta),
-                                None if self.audio else self.truth, None if self.audio else "audio"))
+                out += self._side_events(i, offset)
+            if not lead:
+                out += self._transcript_deltas((i,))
             self.sent += 1
+        self._charge(now_ns)
         if self.sent >= n:
             return out + self.finish("completed", None, now_ns)
         out.append(Timer(self.due[self.sent], self.on_chunk))
+        return out
+
+    def _transcript_deltas(self, indices: Any) -> list[Action]:
+        out: list[Action] = []
+        etype = ev.AUDIO_TRANSCRIPT_DELTA if self.audio else ev.TEXT_DELTA
+        for i in indices:
+            delta = self.deltas[i]
+            if delta is None:
+                continue
+            self.text_sent.append(delta)
+            out.append(Send(ev.server_event(etype, **self._ids(), delta=delta),
+                            None if self.audio else self.truth, None if self.audio else "audio"))
+        return out
+
+    def _side_events(self, i: int, offset_ms: float) -> list[Action]:
+        """Word timestamps and visemes for audio delta ``i`` (which starts ``offset_ms`` into the reply)."""
+        out: list[Action] = []
+        dur = self.durs[i]
+        if self.plan.timestamps and self.deltas[i]:
+            words = self.deltas[i].split()
+            step = dur / len(words)
+            for k, word in enumerate(words):
+                out.append(Send(ev.server_event(ev.AUDIO_TIMESTAMP_DELTA, **self._ids(),
+                                                audio_offset_ms=int(offset_ms + k * step),
+                                                audio_duration_ms=max(1, int(step)), text=word,
+                                                timestamp_type="word")))
+        if self.plan.visemes:
+            out.append(Send(ev.server_event(ev.VISEME_DELTA, **self._ids(), audio_offset_ms=int(offset_ms),
+                                            viseme_id=(i * 7 + 3) % VISEME_IDS)))
         return out
 
     def _fault(self, now_ns: int) -> list[Action]:
@@ -291,6 +362,11 @@ class ActiveResponse:
         c = self.ctx
         item_status = "completed" if status == "completed" else "incomplete"
         out: list[Action] = []
+        self._charge(now_ns)
+        if self.audio and self.plan.timestamps:
+            out.append(Send(ev.server_event(ev.AUDIO_TIMESTAMP_DONE, **self._ids())))
+        if self.audio and self.plan.visemes:
+            out.append(Send(ev.server_event(ev.VISEME_DONE, **self._ids())))
         if self.audio:
             out.append(Send(ev.server_event(ev.AUDIO_DONE, **self._ids())))
             out.append(Send(ev.server_event(ev.AUDIO_TRANSCRIPT_DONE, **self._ids(), transcript="".join(self.text_sent))))

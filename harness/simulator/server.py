@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import functools
 import gc
 import logging
@@ -29,6 +30,8 @@ from ..histogram import MsHistogram
 from .actions import Action, Close, Compute, Record, Send, SendRaw, Timer
 from .handshake import Handshake, check, reject
 from .profiles import Profile, load_profile, rng_for
+from .quotas import (CAPACITY, KIND_HEADER, THROTTLED_CONNECTIONS, ResourceQuota, capacity_429, connections_429,
+                     throttle_record)
 from .responder import ReplyBank
 from .session import SessionSetup, SimSession, SimStats
 from .transcribe import Transcriber
@@ -220,6 +223,7 @@ class Simulator:
         self.bank = ReplyBank(replies)
         self.transcriber = Transcriber(fixtures_dir)
         self.counters = SimStats()
+        self.quota = ResourceQuota(self.profile.quotas)  # this process is one resource
         self.handshakes = 0
         self.rejected: dict[int, int] = {}
         self.sessions_total = 0
@@ -280,14 +284,25 @@ class Simulator:
         self.handshakes += 1
         verdict = check(request.path, request.headers, self.profile.auth)
         f = self.profile.faults
+        now = time.monotonic_ns()
         if verdict.ok:
-            if f.max_sessions is not None and self.reserved >= f.max_sessions:
+            retry = self.quota.connection_retry_after(now)
+            if retry is not None:
+                body, headers = connections_429(self.profile.quotas, retry)
+                verdict = Handshake(status=429, body=body, headers=headers, query=verdict.query)
+                self._throttled(THROTTLED_CONNECTIONS, now, attempt=attempt, retry_after_s=round(retry, 3),
+                                limit=self.profile.quotas.connections_per_minute,
+                                window_s=self.profile.quotas.window_s,
+                                in_window=self.quota.connections_in_window(now))
+            elif f.max_sessions is not None and self.reserved >= f.max_sessions:
                 verdict = reject(429, "429", f"Too many concurrent sessions (limit {f.max_sessions}). Please retry "
-                                 f"after {f.retry_after_s:g} seconds.", [("Retry-After", f"{f.retry_after_s:g}")])
+                                 f"after {f.retry_after_s:g} seconds.",
+                                 [("Retry-After", f"{f.retry_after_s:g}"), (KIND_HEADER, CAPACITY)])
+                self._throttled(CAPACITY, now, attempt=attempt, reason="max_sessions")
             elif self.profile.fault_hits("handshake_429", attempt, seed=self.seed):
-                verdict = reject(429, "429", "Requests to the Voice Live API have exceeded the rate limit of your "
-                                 f"current tier. Please retry after {f.retry_after_s:g} seconds.",
-                                 [("Retry-After", f"{f.retry_after_s:g}")])
+                body, headers = capacity_429(f.retry_after_s)
+                verdict = Handshake(status=429, body=body, headers=headers, query=verdict.query)
+                self._throttled(CAPACITY, now, attempt=attempt, reason="handshake_429")
             elif self.profile.fault_hits("handshake_503", attempt, seed=self.seed):
                 verdict = reject(503, "ServiceUnavailable", "The service is temporarily unable to process your "
                                  "request. Please try again later.", [("Retry-After", f"{f.retry_after_s:g}")])
@@ -299,6 +314,7 @@ class Simulator:
             for k, v in verdict.headers:
                 resp.headers[k] = v
             return resp
+        self.quota.admit_connection(now)
         self.reserved += 1
         released = False
 
@@ -314,6 +330,10 @@ class Simulator:
             await asyncio.sleep(f.slow_handshake_ms / 1000.0)
         return None
 
+    def _throttled(self, kind: str, now_ns: int, **fields: Any) -> None:
+        self.quota.note(kind)
+        self.truth.write(throttle_record(kind, now_ns, time.time_ns(), **fields))
+
     # --- sessions -----------------------------------------------------------------------------------
     async def _handler(self, ws: _StampedConnection) -> None:
         verdict = ws.verdict
@@ -325,7 +345,7 @@ class Simulator:
         self.sessions_active += 1
         setup = SessionSetup(api_version=verdict.api_version, model=verdict.model, agent=verdict.agent,
                              session_index=index, seed=self.seed, profile=self.profile, bank=self.bank,
-                             transcriber=self.transcriber, stats=self.counters)
+                             transcriber=self.transcriber, stats=self.counters, quota=self.quota)
         session = SimSession(setup, time.time_ns())
         link = _Link(self, ws, session)
         receive, dispatch = session.receive, link.dispatch
@@ -370,6 +390,8 @@ class Simulator:
             "audio_in_s": round(c.audio_in_ms / 1000.0, 3), "turns_committed": c.turns_committed,
             "responses": c.responses, "responses_by_status": dict(c.by_status), "faults": dict(c.faults),
             "errors_sent": c.errors_sent, "truth_lines": self.truth.count,
+            "quotas": {"limits": dataclasses.asdict(self.profile.quotas), "throttled": dict(self.quota.throttled),
+                       "tokens_total": self.quota.tokens_total},
             "loop_lag_ms": {"samples": len(self.lag_ms), "p50": round(float(np.percentile(lag, 50)), 3),
                             "p99": round(float(np.percentile(lag, 99)), 3), "max": round(float(lag.max()), 3)},
             # how late a user-space receive stamp would have been; the truth log uses the kernel's

@@ -8,23 +8,26 @@ runs with the same seed and the same audio make the same choices.
 
 from __future__ import annotations
 
+import time
 import types
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..limits import INPUT_AUDIO_TOKENS_PER_S, text_tokens
 from ..protocol import events as ev
 from ..protocol import session as ps
-from .actions import Action, Close, Send, Timer
+from .actions import Action, Close, Record, Send, Timer
 from .conversation import Conversation
 from .profiles import Profile, rng_for
+from .quotas import (SESSION_EXPIRED, THROTTLED_TOKENS, TOKENS_CLOSE_CODE, ResourceQuota, expired_error,
+                     throttle_record, tokens_error)
 from .responder import ActiveResponse, ReplyBank, ResponseContext, ResponsePlan
-from .transcribe import Transcriber, transcription_actions
+from .transcribe import Transcriber, recognise_action, transcription_actions, transcription_events
 from .truth import TurnTruth
 from .vad_stream import InputAudio, SpeechEvent, vad_params
 
 NS_PER_MS = 1_000_000
 MIN_COMMIT_MS = 100.0
-INPUT_AUDIO_TOKENS_PER_S = 10
 RESPONSE_FAULTS = ("disconnect_mid_response", "error_mid_turn", "stall_response", "malformed_frame")
 APPEND_PREFIX = ev.append_message_prefix()
 _PREFIX_LEN = len(APPEND_PREFIX)
@@ -60,6 +63,7 @@ class SessionSetup:
     bank: ReplyBank
     transcriber: Transcriber
     stats: SimStats = field(default_factory=SimStats)
+    quota: ResourceQuota | None = None  # the resource's counters (one per simulator); None: a private one
 
 
 @dataclass
@@ -69,11 +73,32 @@ class _Speech:
     onset_ms: int
 
 
+@dataclass
+class _UserItem:
+    """Cascaded order: a committed user turn whose transcript and ``conversation.item.created`` wait.
+
+    The real cascaded service sends ``input_audio_transcription.completed`` before the user's item
+    (reference §6a), and the response only after both.
+    """
+
+    item_id: str
+    item_event: dict[str, Any]
+    transcribe: bool
+    deltas: int = 0  # transcription deltas before completed (none with azure-speech)
+    text: str | None = None  # None while recognition runs
+    due_ns: int = 0
+    sent: bool = False
+
+
 class SimSession:
     def __init__(self, setup: SessionSetup, now_wall_ns: int) -> None:
         self.s = setup
         self.profile = setup.profile
-        limit = self.profile.faults.session_time_limit_s
+        self.quota = setup.quota if setup.quota is not None else ResourceQuota(self.profile.quotas)
+        order = self.profile.event_order
+        self.cascaded = order == "cascaded" or (order == "auto" and ps.is_cascaded(setup.model, setup.agent is not None))
+        self.user_item: _UserItem | None = None
+        limit = self.profile.session_limit_s
         self.config = ps.default_session(setup.api_version, model=setup.model, agent=setup.agent,
                                          expires_at=now_wall_ns // 1_000_000_000 + int(limit or ps.DEFAULT_SESSION_S))
         self.id: str = self.config["id"]
@@ -93,7 +118,7 @@ class SimSession:
     # --- entry points ----------------------------------------------------------------------------
     def start(self, now_ns: int) -> list[Action]:
         out: list[Action] = [Send(ev.server_event(ev.SESSION_CREATED, session=self.config))]
-        limit = self.profile.faults.session_time_limit_s
+        limit = self.profile.session_limit_s
         if limit:
             out.append(Timer(now_ns + int(limit * 1e9), self._expire))
         return out
@@ -147,9 +172,12 @@ class SimSession:
         return td.get(key, default)
 
     def _expire(self, now_ns: int) -> list[Action]:
-        limit = self.profile.faults.session_time_limit_s or 0
-        out = self._error(f"Your session hit the maximum duration of {limit / 60:g} minutes.", "session_expired",
-                          None, None)
+        limit = self.profile.session_limit_s or 0.0
+        self.s.stats.errors_sent += 1
+        self.quota.note(SESSION_EXPIRED)
+        out: list[Action] = [Send(expired_error(limit)),
+                             Record(throttle_record(SESSION_EXPIRED, now_ns, time.time_ns(), session_id=self.id,
+                                                   session_index=self.s.session_index, limit_s=limit))]
         out += self.connection_lost()
         return out + [Close(1001, "session expired")]
 
@@ -160,8 +188,9 @@ class SimSession:
         if not isinstance(update, dict):
             return self._error("Missing required parameter: 'session'.", "missing_required_parameter", "session", eid)
         merged, issues = ps.merge_session(self.config, update, api_version=self.s.api_version)
-        if issues:
-            i = issues[0]
+        errors = [i for i in issues if not i.warning]
+        if errors:
+            i = errors[0]
             return self._error(i.message, i.code, f"session.{i.param}" if i.param else "session", eid)
         old, self.config = self.config, merged
         fmt = ps.input_format_of(merged)
@@ -169,7 +198,9 @@ class SimSession:
             self.input.configure(fmt, vad_params(merged["turn_detection"]))
             self.speech = None
         self.input.keep_audio = merged["input_audio_transcription"] is not None
-        return [Send(ev.server_event(ev.SESSION_UPDATED, session=merged))]
+        return [Send(ev.server_event(ev.SESSION_UPDATED, session=merged))] + [
+            Send(ev.server_event(ev.WARNING, warning={"code": w.code, "message": w.message, "param": f"session.{w.param}"}))
+            for w in issues]
 
     # --- input audio -----------------------------------------------------------------------------
     def _append(self, event: dict[str, Any], recv_ns: int, recv_wall_ns: int) -> list[Action]:
@@ -250,12 +281,60 @@ class SimSession:
         self.s.stats.turns_committed += 1
         prev = self.conv.add(item_id, "user")
         item = ev.message_item(item_id, "user", [{"type": "input_audio", "transcript": None}])
-        out: list[Action] = [Send(ev.server_event(ev.COMMITTED, previous_item_id=prev, item_id=item_id)),
-                             Send(ev.server_event(ev.ITEM_CREATED, previous_item_id=prev, item=item))]
+        created = ev.server_event(ev.ITEM_CREATED, previous_item_id=prev, item=item)
+        out: list[Action] = [Send(ev.server_event(ev.COMMITTED, previous_item_id=prev, item_id=item_id))]
         self._input_tokens = max(0, int((speech_end_ms - seg_start_ms) / 1000.0 * INPUT_AUDIO_TOKENS_PER_S))
-        if self.config["input_audio_transcription"] is not None:
-            out += self._transcribe(item_id, seg_start_ms, speech_end_ms, now_ns)
+        self.quota.spend(self._input_tokens, now_ns)
+        transcription = self.config["input_audio_transcription"]
+        if not self.cascaded:
+            out.append(Send(created))
+            if transcription is not None:
+                out += self._transcribe(item_id, seg_start_ms, speech_end_ms, now_ns)
+            return out
+        u = self.user_item = _UserItem(item_id, created, transcribe=transcription is not None, text="")
+        if transcription is None:
+            return out + self._emit_user_item(u)
+        u.text = None
+        u.deltas = 0 if transcription.get("model") == "azure-speech" else self.profile.transcription.deltas
+        rng = rng_for(self.s.seed, self.s.session_index, self.turn_index, "transcription")
+        u.due_ns = now_ns + int(self.profile.transcription_delay_ms.sample(rng) * NS_PER_MS)
+
+        def then(text: str, done_ns: int) -> list[Action]:
+            u.text = text
+            if done_ns >= u.due_ns:
+                return self._flush_user_item(u, done_ns)
+            return [Timer(u.due_ns, lambda now: self._flush_user_item(u, now))]
+
+        return out + [recognise_action(self.s.transcriber, self.input.segment(seg_start_ms, speech_end_ms),
+                                       self.input.fmt.sample_rate, rng, self.profile.transcription, then)]
+
+    def _emit_user_item(self, u: _UserItem) -> list[Action]:
+        """Cascaded order: transcript (``completed``, deltas only if not azure-speech) then the user's item."""
+        if u.sent or u.text is None or self.closed:
+            return []
+        u.sent = True
+        out: list[Action] = []
+        if u.transcribe:
+            deltas, done = transcription_events(u.text, u.item_id, u.deltas)
+            out += [Send(d) for d in deltas] + [Send(done)]
+        return out + [Send(u.item_event)]
+
+    def _flush_user_item(self, u: _UserItem, now_ns: int) -> list[Action]:
+        out = self._emit_user_item(u)
+        r = self.response
+        if out and r is not None:
+            out += r.release(now_ns)
         return out
+
+    def _gate(self, u: _UserItem | None) -> Any:
+        """What response.created must wait for: the held user item (sent early if its text is ready)."""
+        def gate(now_ns: int) -> list[Action] | None:
+            if u is None or u.sent:
+                return []
+            if u.text is None:
+                return None  # recognition still running: hold the response
+            return self._emit_user_item(u)
+        return gate
 
     def _transcribe(self, item_id: str, start_ms: float, end_ms: float, now_ns: int) -> list[Action]:
         rng = rng_for(self.s.seed, self.s.session_index, self.turn_index, "transcription")
@@ -323,6 +402,9 @@ class SimSession:
 
     def _start_response(self, truth: TurnTruth, now_ns: int, params: dict[str, Any]) -> list[Action]:
         p, s = self.profile, self.s
+        retry = self.quota.tokens_retry_after(now_ns)
+        if retry is not None:
+            return self._tokens_throttled(truth, retry, now_ns, params)
         seq = self.response_seq
         self.response_seq += 1
         rng = rng_for(s.seed, s.session_index, seq, "response")
@@ -349,7 +431,10 @@ class SimSession:
                             pace=pace, chunk_ms=chunk_ms, jitter_ms=lambda: p.cadence_jitter_ms.sample(jitter_rng),
                             reply=reply, keep_ms=keep_ms, fault=fault, fault_fraction=fraction,
                             disconnect_abort=p.faults.disconnect_mode == "abort",
-                            malformed_kind=p.faults.malformed_kind, rate_limits_event=p.rate_limits_event)
+                            malformed_kind=p.faults.malformed_kind, rate_limits_event=p.rate_limits_event,
+                            warning_event=p.warning_event, cascaded=self.cascaded,
+                            timestamps=p.audio_timestamp_events or "word" in (self.config.get("output_audio_timestamp_types") or ()),
+                            visemes=p.viseme_events or "viseme_id" in ((self.config.get("animation") or {}).get("outputs") or ()))
         rid, item_id = ev.new_id("resp"), ev.new_id("item")
         modalities = params.get("modalities") or self.config["modalities"]
         try:
@@ -367,11 +452,46 @@ class SimSession:
                               input_audio_tokens=getattr(self, "_input_tokens", 0),
                               in_conversation=params.get("conversation", "auto") != "none",
                               previous_item_id=lambda: self.conv.add(item_id, "assistant"),
-                              on_item=self.conv.set_audio, on_end=self._on_end)
+                              on_item=self.conv.set_audio, on_end=self._on_end, spend=self.quota.spend,
+                              rate_limits=None if p.quotas.unlimited else self.quota.rate_limits,
+                              gate=self._gate(self.user_item if self.cascaded else None))
         self._input_tokens = 0
         self.response = ActiveResponse(ctx, plan, truth, s.bank)
         s.stats.responses += 1
         return self.response.start(now_ns)
+
+    def _tokens_throttled(self, truth: TurnTruth, retry_s: float, now_ns: int, params: dict[str, Any]) -> list[Action]:
+        """Token quota exhausted at the response decision: error, then close 1013 or a failed response."""
+        q, st = self.profile.quotas, self.s.stats
+        used = self.quota.tokens_used(now_ns)
+        self.quota.note(THROTTLED_TOKENS)
+        st.errors_sent += 1
+        err = tokens_error(q, used, retry_s)
+        rec = throttle_record(THROTTLED_TOKENS, now_ns, time.time_ns(), session_id=self.id,
+                              session_index=self.s.session_index, turn_index=truth.turn_index, item_id=truth.item_id,
+                              used=used, limit=q.tokens_per_minute, window_s=q.window_s,
+                              retry_after_s=round(retry_s, 3), action=self.profile.on_tokens_exceeded)
+        if self.profile.on_tokens_exceeded == "close":
+            out: list[Action] = [Send(err), Record(rec)]
+            out += self.connection_lost()
+            return out + [Close(TOKENS_CLOSE_CODE, "rate limit exceeded")]
+        out = self._emit_user_item(self.user_item) if self.cascaded and self.user_item else []
+        rid = ev.new_id("resp")
+        details = {"type": "failed", "error": {k: v for k, v in err["error"].items() if k != "event_id"}}
+        fmt = params.get("output_audio_format") or self.config["output_audio_format"]
+        common = dict(conversation_id=self.conversation_id, modalities=list(params.get("modalities") or
+                      self.config["modalities"]), voice=params.get("voice") or self.config["voice"],
+                      output_audio_format=fmt)
+        truth.response_id, truth.status, truth.reason, truth.fault = rid, "failed", err["error"]["code"], THROTTLED_TOKENS
+        rec["response_id"] = rid
+        st.responses += 1
+        st.by_status["failed"] = st.by_status.get("failed", 0) + 1
+        return out + [Send(ev.server_event(ev.RESPONSE_CREATED, response=ev.response_object(rid, **common)),
+                           truth, "response_created"),
+                      Send(err),
+                      Send(ev.server_event(ev.RESPONSE_DONE, response=ev.response_object(
+                          rid, status="failed", status_details=details, **common)), truth, "done_sent"),
+                      Record(truth), Record(rec)]
 
     def _on_end(self, r: ActiveResponse, now_ns: int) -> list[Action]:
         if self.response is r:
@@ -384,6 +504,15 @@ class SimSession:
             truth, self.deferred = self.deferred, None
             return self._start_response(truth, now_ns, {})
         return []
+
+    def _item_create(self, event: dict[str, Any], now_ns: int) -> list[Action]:
+        """conversation.item.create; its text counts against the token quota (about 4 chars a token)."""
+        out = self.conv.create(event, now_ns)
+        item = event.get("item")
+        if isinstance(item, dict) and out and isinstance(out[0], Send) and out[0].event.get("type") == ev.ITEM_CREATED:
+            text = "".join(str(c.get("text") or "") for c in item.get("content") or [] if isinstance(c, dict))
+            self.quota.spend(text_tokens(text), now_ns)
+        return out
 
     def _response_cancel(self, event: dict[str, Any], now_ns: int) -> list[Action]:
         r = self.response
@@ -399,7 +528,7 @@ _HANDLERS = {
     ev.INPUT_AUDIO_CLEAR: SimSession._clear,
     ev.RESPONSE_CREATE: SimSession._response_create,
     ev.RESPONSE_CANCEL: SimSession._response_cancel,
-    ev.ITEM_CREATE: lambda self, e, now: self.conv.create(e, now),
+    ev.ITEM_CREATE: lambda self, e, now: self._item_create(e, now),
     ev.ITEM_TRUNCATE: lambda self, e, now: self.conv.truncate(e, now),
     ev.ITEM_DELETE: lambda self, e, now: self.conv.delete(e, now),
     ev.ITEM_RETRIEVE: lambda self, e, now: self.conv.retrieve(e, now),

@@ -120,28 +120,41 @@ def inject_errors(text: str, rng: random.Random, rate: float) -> str:
     return " ".join(out) if out else text.split()[0]
 
 
-def transcription_actions(transcriber: Transcriber, samples: np.ndarray, rate: int, rng: random.Random,
-                          cfg: "TranscriptionConfig", item_id: str, now_ns: int, delay_ns: int,
-                          alive: Callable[[], bool]) -> list[Action]:
-    """Recognise off the event loop, then deltas and ``.completed`` at ``now + delay`` after the commit."""
+def recognise_action(transcriber: Transcriber, samples: np.ndarray, rate: int, rng: random.Random,
+                     cfg: "TranscriptionConfig", then: Callable[[str, int], list[Action]]) -> Compute:
+    """Recognise off the event loop, then ``then(text, now_ns)`` on it."""
 
     def work() -> str:
         return transcriber.transcribe(samples, rate, rng, cfg.word_error_rate).text
+
+    return Compute(work, then)
+
+
+def transcription_events(text: str, item_id: str, deltas: int) -> tuple[list[dict], dict]:
+    """(``deltas`` delta events, the ``completed`` event) for a transcript."""
+    words = text.split()
+    n = max(1, min(deltas, len(words))) if deltas else 0
+    out = []
+    for k in range(n):
+        a, b = len(words) * k // n, len(words) * (k + 1) // n
+        piece = (" " if k else "") + " ".join(words[a:b])
+        out.append(ev.server_event(ev.TRANSCRIPTION_DELTA, item_id=item_id, content_index=0, delta=piece))
+    return out, ev.server_event(ev.TRANSCRIPTION_COMPLETED, item_id=item_id, content_index=0, transcript=text)
+
+
+def transcription_actions(transcriber: Transcriber, samples: np.ndarray, rate: int, rng: random.Random,
+                          cfg: "TranscriptionConfig", item_id: str, now_ns: int, delay_ns: int,
+                          alive: Callable[[], bool]) -> list[Action]:
+    """Realtime order: deltas spread over the delay, ``.completed`` at ``now + delay`` after the commit."""
 
     def later(event: dict) -> Callable[[int], list[Action]]:
         return lambda _now: [Send(event)] if alive() else []
 
     def then(text: str, done_ns: int) -> list[Action]:
-        words = text.split()
-        n = max(1, min(cfg.deltas, len(words)))
-        out: list[Action] = []
-        for k in range(n):
-            a, b = len(words) * k // n, len(words) * (k + 1) // n
-            piece = (" " if k else "") + " ".join(words[a:b])
-            delta = ev.server_event(ev.TRANSCRIPTION_DELTA, item_id=item_id, content_index=0, delta=piece)
-            out.append(Timer(now_ns + delay_ns * (k + 1) // (n + 1), later(delta)))
-        done = ev.server_event(ev.TRANSCRIPTION_COMPLETED, item_id=item_id, content_index=0, transcript=text)
+        deltas, done = transcription_events(text, item_id, cfg.deltas)
+        n = len(deltas)
+        out: list[Action] = [Timer(now_ns + delay_ns * (k + 1) // (n + 1), later(d)) for k, d in enumerate(deltas)]
         out.append(Timer(now_ns + delay_ns, later(done)))
         return out
 
-    return [Compute(work, then)]
+    return [recognise_action(transcriber, samples, rate, rng, cfg, then)]

@@ -59,6 +59,7 @@ class TurnTruth:
     status: str = "in_progress"  # completed | cancelled | failed | incomplete | stalled | disconnected
     reason: str | None = None  # turn_detected | client_cancelled | ...
     first_audio_ms_truth: float | None = None  # (first_audio_sent - speech_end_recv) / 1e6
+    kind: str = "response"  # "throttle" lines (quotas.throttle_record) share the log
 
     def stamp(self, instant: str) -> None:
         """Record ``instant`` now on both clocks (called by the writer right before a send)."""
@@ -89,8 +90,8 @@ class TruthLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "ab")
 
-    def write(self, truth: TurnTruth) -> None:
-        record = truth.finish()
+    def write(self, truth: TurnTruth | dict[str, Any]) -> None:
+        record = truth if isinstance(truth, dict) else truth.finish()
         if self._fh is None:
             self.count += 1
             return
@@ -107,13 +108,18 @@ class TruthLog:
                 self._fh.close()
 
 
-def read_truth(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """All complete lines of a truth log (a torn last line is skipped)."""
+def read_truth(path: str | os.PathLike[str], kind: str | None = "response") -> list[dict[str, Any]]:
+    """Complete lines of a truth log of one ``kind`` (``response``, ``throttle``; None: all).
+
+    A torn last line is skipped.
+    """
     out = []
     with open(path, "rb") as fh:
         for line in fh:
             try:
-                out.append(orjson.loads(line))
+                rec = orjson.loads(line)
             except orjson.JSONDecodeError:
                 continue
+            if kind is None or rec.get("kind", "response") == kind:
+                out.append(rec)
     return out
