@@ -27,17 +27,21 @@ from bench import report
 from bench import stats as S
 
 ROOT = Path(__file__).resolve().parents[1]
-#: (kind, server, pacing, session counts). Against the simulator every metric exists; above ~450
-#: sessions the simulator saturates its core and back-pressures the client, so pacing capacity is
-#: measured against the sink (bench/sink.py), which has no ground truth.
+#: (kind, server, pacing, session counts, over TLS). Against the simulator every metric exists; above
+#: its capacity the simulator saturates its core and back-pressures the client, so pacing capacity is
+#: measured against the sink (bench/sink.py), which has no ground truth. TLS series run the same
+#: steps over wss:// (both peers serve TLS with a fresh local CA); a series stops at saturation.
 SERIES = [
-    ("harness", "sim", "", [50, 100, 200, 300, 400, 500]),
-    ("harness", "sink", "", [500, 750, 850, 1000, 1200]),
-    ("baseline", "sim", "naive", [25, 100]),
-    ("baseline", "sim", "deadline", [200]),
-    ("baseline", "sink", "deadline", [300, 400, 450, 500]),
+    ("harness", "sim", "", [50, 100, 200, 300, 400, 500, 750, 1000], False),
+    ("harness", "sink", "", [750, 1000, 1250, 1500, 2000, 2500], False),
+    ("harness", "sim", "", [50, 100, 200, 300, 400, 500, 750], True),
+    ("harness", "sink", "", [500, 750, 1000, 1250, 1500], True),
+    ("baseline", "sim", "naive", [25, 100], False),
+    ("baseline", "sim", "deadline", [200], False),
+    ("baseline", "sink", "deadline", [300, 400, 450, 500], False),
 ]
-QUICK_SERIES = [("harness", "sim", "", [5, 10]), ("baseline", "sim", "deadline", [5])]
+QUICK_SERIES = [("harness", "sim", "", [5, 10], False), ("harness", "sim", "", [5], True),
+                ("baseline", "sim", "deadline", [5], False)]
 NOISY_PCT = 10.0  # other processes' CPU on either bench core above this: the run is disturbed
 GOAL_LATE_P99_MS, GOAL_ERR_P99_MS, GOAL_RSS_KB = 10.0, 2.0, 1024.0
 
@@ -95,14 +99,19 @@ def _saturated(row: dict) -> bool:
                 or (row.get("server") == "sim" and (row.get("sim_cpu_pct") or 0) >= 93))
 
 
+def series_name(kind: str, server: str, pacing: str, tls: bool) -> str:
+    """What ``--only`` selects: harness-sim, harness-sink-tls, baseline-sink-deadline..."""
+    return f"{kind}-{server}{'-' + pacing if pacing else ''}{'-tls' if tls else ''}"
+
+
 def run_series(kind: str, steps: list[int], args: argparse.Namespace, deadline: float, pacing: str = "",
-               server: str = "sim", log=print) -> list[dict]:
+               server: str = "sim", log=print, tls: bool = False) -> list[dict]:
     def one(n: int) -> dict:
         quiet = S.wait_quiet(NOISY_PCT * 2, args.quiet_wait) if not args.quick else None
         run = H.run_step(n, kind=kind, window_s=args.window if kind == "harness" else args.baseline_window,
                          settle_s=args.settle, grace_s=args.grace, ramp_s=args.ramp, pacing=pacing or "naive",
                          nice=args.nice, spread_ms=args.spread_ms, gc=args.gc, event_stamp=args.event_stamp,
-                         server=server)
+                         server=server, tls=tls)
         run["others_before_pct"] = quiet
         log(report.progress_line(run))
         return run
@@ -141,6 +150,16 @@ def pacing_ok(r: dict) -> bool:
 
 
 def summarise(harness: list[dict], baseline: list[dict]) -> dict[str, Any]:
+    """Capacity and accuracy per path: ws:// at the top level (and the ratio against the baseline,
+    which runs plain), wss:// under ``"wss"`` with the same keys."""
+    out = _summarise_path([r for r in harness if not r.get("tls")], baseline)
+    wss = [r for r in harness if r.get("tls")]
+    if wss:
+        out["wss"] = _summarise_path(wss, [])
+    return out
+
+
+def _summarise_path(harness: list[dict], baseline: list[dict]) -> dict[str, Any]:
     def best(rows: list[dict], pred) -> int:
         """The largest count up to which every tested step passed: a pass above a failure is noise
         or luck, not capacity (summary["..._passed_above"] lists those for a re-run)."""
@@ -196,8 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="CI smoke: tiny counts, a few seconds per step")
     p.add_argument("--out", type=Path, default=None, help="results directory (default bench/results)")
     p.add_argument("--only", nargs="+", default=None,
-                   help="run only these series: harness-sim harness-sink baseline-sim-naive baseline-sim-deadline "
-                        "baseline-sink-deadline")
+                   help="run only these series: harness-sim harness-sink harness-sim-tls harness-sink-tls "
+                        "baseline-sim-naive baseline-sim-deadline baseline-sink-deadline")
     p.add_argument("--window", type=float, default=20.0, help="measurement window per harness step, s")
     p.add_argument("--baseline-window", type=float, default=15.0)
     p.add_argument("--settle", type=float, default=8.0, help="after the ramp, before the window, s")
@@ -208,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet-wait", type=float, default=45.0, help="max wait for a quiet machine per step, s")
     p.add_argument("--nice", type=int, default=-10, help="priority of the bench processes (0: leave alone)")
     p.add_argument("--sessions", type=int, nargs="+", help="session counts for every selected series (default: the ramp)")
-    p.add_argument("--budget", type=float, default=720.0, help="stop adding repeats/steps after this, s")
+    p.add_argument("--budget", type=float, default=1500.0, help="stop adding repeats/steps after this, s")
     p.add_argument("--event-stamp", choices=("kernel", "user"), default="kernel",
                    help="harness: stamp received events with the kernel arrival time or the reader's clock")
     p.add_argument("--gc", choices=("realtime", "freeze", "default"), default="realtime",
@@ -228,9 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         args.ramp, args.spread_ms, args.repeats = 0.5, 800, 0
     series = QUICK_SERIES if args.quick else SERIES
     if args.only:
-        series = [sr for sr in series if f"{sr[0]}-{sr[1]}{'-' + sr[2] if sr[2] else ''}" in args.only]
+        series = [sr for sr in series if series_name(sr[0], sr[1], sr[2], sr[4]) in args.only]
     if args.sessions:
-        series = [(kind, server, pacing, list(args.sessions)) for kind, server, pacing, _steps in series]
+        series = [(kind, server, pacing, list(args.sessions), tls) for kind, server, pacing, _steps, tls in series]
     out_dir = args.out or ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
@@ -239,8 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     log(report.progress_header())
     harness: list[dict] = []
     baseline: list[dict] = []
-    for kind, server, pacing, steps in series:
-        rows = run_series(kind, steps, args, stop_at, pacing=pacing, server=server, log=log)
+    for kind, server, pacing, steps, tls in series:
+        rows = run_series(kind, steps, args, stop_at, pacing=pacing, server=server, log=log, tls=tls)
         (harness if kind == "harness" else baseline).extend(rows)
     doc = {
         "date": dt.date.today().isoformat(), "quick": args.quick,

@@ -82,7 +82,7 @@ def run(cfg: dict) -> dict:
     transport.EVENT_STAMP = cfg.get("event_stamp", "kernel")
     sc = _scenario(cfg.get("scenario", "scenarios/smoke.yaml"), cfg.get("repeats", 30))
     _warm(sc)
-    endpoint = embedded_endpoint("bench", cfg["url"])
+    endpoint = embedded_endpoint("bench", cfg["url"], cfg.get("ca_file"))
     n = int(cfg["sessions"])
     stopping = False
     rng = random.Random(cfg.get("seed", 1))

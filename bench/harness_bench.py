@@ -54,8 +54,9 @@ def split_error(turns: list[dict], truth: list[dict], clock: str, wall_minus_mon
 class SinkProcess:
     """``python -m bench.sink`` as a child process (same interface as SimulatorProcess for run_step)."""
 
-    def __init__(self, cpu: int | None):
+    def __init__(self, cpu: int | None, tls_dir: str | None = None):
         self.cpu, self.proc, self.url, self.final_stats = cpu, None, "", None
+        self.tls_dir, self.ca_file = tls_dir, None  # wss:// with a fresh local CA written there
 
     @property
     def pid(self) -> int | None:
@@ -63,13 +64,19 @@ class SinkProcess:
 
     def __enter__(self) -> "SinkProcess":
         cmd = [sys.executable, "-m", "bench.sink"] + (["--cpu", str(self.cpu)] if self.cpu is not None else [])
+        if self.tls_dir:
+            from harness.tlsconf import self_signed
+
+            files = self_signed(self.tls_dir)
+            self.ca_file = files.ca
+            cmd += ["--tls-cert", files.cert, "--tls-key", files.key]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
         line = self.proc.stdout.readline().decode()  # bounded: the sink prints at once or dies
         if not line.startswith("sink listening on "):
             self.proc.kill()
             raise RuntimeError(f"sink did not start: {line!r}")
-        self.url = f"ws://127.0.0.1:{int(line.rsplit(' ', 1)[1])}"
+        self.url = f"{'wss' if self.tls_dir else 'ws'}://127.0.0.1:{int(line.rsplit(' ', 1)[1])}"
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -89,8 +96,9 @@ def run_step(n: int, *, kind: str = "harness", window_s: float = 20.0, settle_s:
              ramp_s: float | None = None, grace_s: float = 6.0, kernel_stamps: bool = True,
              pacing: str = "naive", preload: dict[str, str] | None = None, nice: int = -10,
              spread_ms: int = 7000, gc: str = "realtime", event_stamp: str = "kernel",
-             gc_threshold: list[int] | None = None, server: str = "sim") -> dict[str, Any]:
-    """Run ``n`` sessions of ``kind`` (harness | baseline) and return the step's row."""
+             gc_threshold: list[int] | None = None, server: str = "sim", tls: bool = False) -> dict[str, Any]:
+    """Run ``n`` sessions of ``kind`` (harness | baseline) and return the step's row; ``tls``: over
+    wss:// (the peer serves TLS with a fresh local CA, the load process trusts exactly that CA)."""
     hcpu, scpu = _cpus()
     ramp_s = ramp_s if ramp_s is not None else max(1.0, n / 100)
     from harness.accuracy import compare
@@ -100,14 +108,15 @@ def run_step(n: int, *, kind: str = "harness", window_s: float = 20.0, settle_s:
     with tempfile.TemporaryDirectory(prefix="voiceload-bench-") as tmp:
         truth = os.path.join(tmp, "truth.jsonl")
         out = os.path.join(tmp, "out.json")
-        sim = (SimulatorProcess(profile=SIM_PROFILE, truth_log=truth, seed=1, overrides=SIM_OVERRIDES, cpu=scpu)
-               if server == "sim" else SinkProcess(scpu))
+        sim = (SimulatorProcess(profile=SIM_PROFILE, truth_log=truth, seed=1, overrides=SIM_OVERRIDES, cpu=scpu,
+                                tls=tls)
+               if server == "sim" else SinkProcess(scpu, os.path.join(tmp, "tls") if tls else None))
         with sim:
             sim_nice = S.boost(sim.pid, nice)
             cfg = {"url": sim.url, "sessions": n, "ramp_s": ramp_s, "settle_s": settle_s, "window_s": window_s,
                    "grace_s": grace_s, "cpu": hcpu, "sim_pid": sim.pid, "sim_cpu": scpu, "kernel_stamps": kernel_stamps,
                    "out": out, "pacing": pacing, "preload": preload, "scenario": SCENARIO, "spread_ms": spread_ms,
-                   "gc": gc, "event_stamp": event_stamp, "gc_threshold": gc_threshold}
+                   "gc": gc, "event_stamp": event_stamp, "gc_threshold": gc_threshold, "ca_file": sim.ca_file}
             module = "bench.driver" if kind == "harness" else "bench.baseline"
             budget = ramp_s + settle_s + window_s + grace_s + 60
             t0 = time.monotonic()
@@ -122,7 +131,7 @@ def run_step(n: int, *, kind: str = "harness", window_s: float = 20.0, settle_s:
             elapsed = time.monotonic() - t0
         if child.returncode != 0 or not os.path.exists(out):
             tail = err.decode("utf-8", "replace")[-2000:]
-            return {"sessions": n, "kind": kind, "server": server, "failed": True, "error": tail}
+            return {"sessions": n, "kind": kind, "server": server, "tls": tls, "failed": True, "error": tail}
         res = json.loads(Path(out).read_text())
         truth_rows = list(read_records(truth)) if os.path.exists(truth) else []
     turns = res.pop("turns")
@@ -140,7 +149,8 @@ def run_step(n: int, *, kind: str = "harness", window_s: float = 20.0, settle_s:
     lag = sim_stats.get("loop_lag_ms") or {}
     rss_delta = max(0, res["rss_end"] - res["rss_base"])
     row = {
-        "kind": kind, "server": server, **({"pacing": pacing} if kind == "baseline" else {}),
+        "kind": kind, "server": server, "tls": tls, "scheme": "wss" if tls else "ws",
+        **({"pacing": pacing} if kind == "baseline" else {}),
         "sessions": n, "sessions_streaming": res.get("sessions_streaming"),
         "session_problems": res.get("session_problems"), "frames_per_s": res.get("frames_per_s"),
         "late_p50_ms": res.get("late_p50_ms"), "late_p99_ms": res.get("late_p99_ms"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-COLS = [("sessions", "sessions", "{}"), ("late_p50_ms", "late p50", "{:.1f}"), ("late_p99_ms", "late p99", "{:.1f}"),
+COLS = [("scheme", "path", "{}://"), ("sessions", "sessions", "{}"), ("late_p50_ms", "late p50", "{:.1f}"), ("late_p99_ms", "late p99", "{:.1f}"),
         ("late_max_ms", "late max", "{:.1f}"), ("cpu_pct", "CPU %", "{:.0f}"),
         ("cpu_pct_per_session", "CPU %/sess", "{:.3f}"), ("rss_kb_per_session", "RSS KB/sess", "{:.0f}"),
         ("err_p50_ms", "err p50", "{:.2f}"), ("err_p99_ms", "err p99", "{:.2f}"),
@@ -17,7 +17,7 @@ COLS = [("sessions", "sessions", "{}"), ("late_p50_ms", "late p50", "{:.1f}"), (
         ("stamp_p99_ms", "stamp p99", "{:.2f}"), ("sim_cpu_pct", "peer CPU %", "{:.0f}"),
         ("sim_sched_p99_ms", "sim sched p99", "{:.1f}"), ("sim_lag_p99_ms", "sim lag p99", "{:.0f}"),
         ("core_others_pct", "others core0 %", "{:.0f}"), ("sim_core_others_pct", "others core1 %", "{:.0f}")]
-BASE_COLS = [c for c in COLS if c[0] not in ("stamp_p50_ms", "stamp_p99_ms", "invalid_pct")] + [
+BASE_COLS = [c for c in COLS if c[0] not in ("scheme", "stamp_p50_ms", "stamp_p99_ms", "invalid_pct")] + [
     ("drift_ms_per_s", "drift ms/s", "{:.2f}")]
 
 
@@ -54,13 +54,15 @@ def limited_by(r: dict) -> str:
 
 
 def progress_header() -> str:
-    return "kind      pacing   sessions  late p99  late max  err p99  CPU %  sim CPU %  others c0/c1 %  step s"
+    return "kind      pacing   path  sessions  late p99  late max  err p99  CPU %  sim CPU %  others c0/c1 %  step s"
 
 
 def progress_line(r: dict) -> str:
+    path = "wss" if r.get("tls") else "ws"
     if r.get("failed"):
-        return f"{r['kind']:<9} {r.get('pacing', ''):<8} {r['sessions']:>8}  FAILED: {r.get('error', '')[-300:]}"
-    return (f"{r['kind']:<9} {r.get('pacing', ''):<8} {r['sessions']:>8}  {_fmt(r.get('late_p99_ms'), '{:8.1f}')}  "
+        return f"{r['kind']:<9} {r.get('pacing', ''):<8} {path:<4} {r['sessions']:>8}  FAILED: {r.get('error', '')[-300:]}"
+    return (f"{r['kind']:<9} {r.get('pacing', ''):<8} {path:<4} {r['sessions']:>8}  "
+            f"{_fmt(r.get('late_p99_ms'), '{:8.1f}')}  "
             f"{_fmt(r.get('late_max_ms'), '{:8.1f}')}  {_fmt(r.get('err_p99_ms'), '{:7.2f}')}  "
             f"{_fmt(r.get('cpu_pct'), '{:5.0f}')}  {_fmt(r.get('sim_cpu_pct'), '{:9.0f}')}  "
             f"{_fmt(r.get('core_others_pct'), '{:.0f}')}/{_fmt(r.get('sim_core_others_pct'), '{:.0f}'):<12}  "
@@ -86,7 +88,7 @@ def table(harness: list[dict], baseline: list[dict]) -> str:
         if not rows:
             continue
         out.append(f"== {title}")
-        keys = [c for c in cols if c[0] in ("sessions", "late_p50_ms", "late_p99_ms", "late_max_ms", "cpu_pct",
+        keys = [c for c in cols if c[0] in ("scheme", "sessions", "late_p50_ms", "late_p99_ms", "late_max_ms", "cpu_pct",
                                             "rss_kb_per_session", "err_p50_ms", "err_p99_ms", "invalid_pct",
                                             "stamp_p99_ms", "sim_cpu_pct", "drift_ms_per_s")]
         out.append("  ".join(f"{c[1]:>10}" for c in keys) + "  pacing")
@@ -143,7 +145,18 @@ def _conclusions(doc: dict) -> list[str]:
                 out.append(f"- The {label} met the pacing goal up to **{b}** sessions"
                            + ("" if found else " (the largest count tested: its limit is higher)")
                            + (f"; harness/baseline = **{ratio:.1f}×**" if ratio else "") + ".")
-    limits = [f"{r['sessions']} ({r.get('server', 'sim')}): {limited_by(r)}" for r in h
+    w = s.get("wss")
+    if w:
+        out.append(f"- **wss:// (TLS): sessions per harness core at lateness p99 ≤ {g['late_p99_ms']:g} ms: "
+                   f"{w['harness_max_sessions_pacing']}**"
+                   + ("" if w.get("harness_limit_found", True) else " (every count tested passed)")
+                   + f"; with the total first-audio error p99 ≤ {g['err_p99_ms']:g} ms as well: "
+                   f"**{w['harness_max_sessions_meeting_goals']}**"
+                   + (f"; error p99 at 200 sessions **{w['err_p99_ms_at_200']:.2f} ms** (harness side "
+                      f"{w.get('err_harness_side_p99_ms_at_200') or 0:.3f} ms, simulator side "
+                      f"{w.get('err_sim_side_p99_ms_at_200') or 0:.2f} ms: over TLS the simulator's receive "
+                      "stamps are user-space ones)" if w.get("err_p99_ms_at_200") is not None else "") + ".")
+    limits = [f"{r['sessions']} ({r.get('server', 'sim')}{', wss' if r.get('tls') else ''}): {limited_by(r)}" for r in h
               if not (r.get("meets_goals") if r.get("server", "sim") == "sim" else r.get("meets_pacing"))]
     if limits:
         out.append("- Steps that missed a goal, and what limited them: " + "; ".join(limits) + ".")
@@ -203,6 +216,10 @@ def markdown(doc: dict) -> str:
         f"- A run is *disturbed* when other processes took > {meth['noisy_pct']:g} % of either core during the "
         f"window; such steps are repeated (at most {meth['repeats']} extra run(s)) and the tables quote per-metric "
         "medians of the undisturbed runs (`runs` = undisturbed/total). All times in ms.",
+        "- **path** `wss://`: the same step over TLS. The simulator (`--tls-cert/--tls-key`) and the sink serve "
+        "TLS with a fresh local CA that the load process trusts (`target.ca_file`); the harness drives TLS "
+        "sans-I/O (`client/tlsio.py`), so its reads keep kernel stamps and the *stamp* columns are the "
+        "user-space stamp delay over TLS too. The simulator's own receive stamps are user-space ones over TLS.",
         "",
     ]
     titles = {("harness", "sim"): "Harness against the simulator (one core each): every metric",

@@ -6,7 +6,9 @@ This peer does the least a server can: a hand-written WebSocket upgrade, ``sessi
 ``session.updated``, then it discards every byte it receives (no frame parsing) and, per session,
 plays a canned response on a timer (``response.created``, 20 deltas of 100 ms audio 50 ms apart,
 ``response.done``). There is no ground truth, so sink steps report pacing, CPU, memory and
-stamping only. Plain ``select.epoll`` in one thread, pinned to a core.
+stamping only. Plain ``select.epoll`` in one thread, pinned to a core. With ``--tls-cert/--tls-key``
+it serves wss://, TLS driven sans-I/O (``ssl.SSLObject`` over memory BIOs): decrypting what it
+receives is the one cost it must pay to stay a peer.
 
     python -m bench.sink --cpu 1        # prints "sink listening on PORT"
 """
@@ -22,6 +24,7 @@ import os
 import select
 import signal
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -52,13 +55,54 @@ SESSION = {"id": "sess_sink", "modalities": ["text", "audio"], "input_audio_form
 
 
 class Conn:
-    __slots__ = ("sock", "buf", "out", "open", "phase", "rid", "k")
+    __slots__ = ("sock", "buf", "out", "open", "phase", "rid", "k", "tls", "bio_in", "bio_out", "secured")
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, ctx: ssl.SSLContext | None = None):
         self.sock, self.buf, self.out, self.open, self.phase, self.rid, self.k = sock, b"", b"", False, 0, "", 0
+        self.tls = self.bio_in = self.bio_out = None
+        self.secured = ctx is None
+        if ctx is not None:
+            self.bio_in, self.bio_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+            self.tls = ctx.wrap_bio(self.bio_in, self.bio_out, server_side=True)
+
+
+def _plaintext(ep: select.epoll, c: Conn, data: bytes) -> bytes | None:
+    """What a TLS connection's bytes decrypt to (b"" while records are incomplete), None if TLS failed."""
+    c.bio_in.write(data)
+    out = b""
+    try:
+        if not c.secured:
+            try:
+                c.tls.do_handshake()
+                c.secured = True
+            except ssl.SSLWantReadError:
+                pass
+        if c.secured:
+            parts = []
+            try:
+                while True:
+                    chunk = c.tls.read(1 << 20)
+                    if not chunk:
+                        break
+                    parts.append(chunk)
+            except ssl.SSLWantReadError:
+                pass
+            out = b"".join(parts)
+    except ssl.SSLError:
+        return None
+    if c.bio_out.pending:
+        _write_raw(ep, c, c.bio_out.read())
+    return out
 
 
 def _write(ep: select.epoll, c: Conn, data: bytes) -> None:
+    if c.tls is not None:
+        c.tls.write(data)
+        data = c.bio_out.read()
+    _write_raw(ep, c, data)
+
+
+def _write_raw(ep: select.epoll, c: Conn, data: bytes) -> None:
     """Send now if nothing is queued; keep what the kernel did not take and wait for EPOLLOUT."""
     if not c.out:
         try:
@@ -100,7 +144,7 @@ def _next(c: Conn) -> tuple[bytes, float]:
     return _ev("response.done", response={"id": c.rid, "status": "completed"}), CYCLE_S - 0.2 - DELTAS * DELTA_GAP_S
 
 
-def serve(port: int) -> None:
+def serve(port: int, ctx: ssl.SSLContext | None = None) -> None:
     lsock = socket.socket()
     lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     lsock.bind(("127.0.0.1", port))
@@ -126,7 +170,7 @@ def serve(port: int) -> None:
                         break
                     s.setblocking(False)
                     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    conns[s.fileno()] = Conn(s)
+                    conns[s.fileno()] = Conn(s, ctx)
                     ep.register(s.fileno(), select.EPOLLIN)
                 continue
             c = conns.get(fd)
@@ -149,6 +193,12 @@ def serve(port: int) -> None:
                 continue
             except OSError:
                 data = b""
+            if data and c.tls is not None:
+                data = _plaintext(ep, c, data)
+                if data is None:  # a TLS failure ends the connection like an EOF
+                    data = b""
+                elif not data:
+                    continue
             if not data:
                 ep.unregister(fd)
                 c.sock.close()
@@ -175,10 +225,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--cpu", type=int, default=None)
+    p.add_argument("--tls-cert", default=None, help="serve wss:// with this PEM chain (and --tls-key)")
+    p.add_argument("--tls-key", default=None)
     args = p.parse_args(argv)
+    ctx = None
+    if args.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
     if args.cpu is not None and hasattr(os, "sched_setaffinity") and args.cpu < (os.cpu_count() or 1):
         os.sched_setaffinity(0, {args.cpu})
-    serve(args.port)
+    serve(args.port, ctx)
     return 0
 
 

@@ -32,7 +32,7 @@ def test_quick_bench_writes_results(tmp_path):
     assert doc["quick"] is True
     assert {"date", "machine", "versions", "method", "harness", "baseline", "summary"} <= doc.keys()
     assert doc["machine"]["cpus"] >= 1 and doc["versions"]["gevent"]
-    assert [r["sessions"] for r in doc["harness"]] == [5, 10]
+    assert [(r["scheme"], r["sessions"]) for r in doc["harness"]] == [("ws", 5), ("ws", 10), ("wss", 5)]
     assert [(r["pacing"], r["sessions"]) for r in doc["baseline"]] == [("deadline", 5)]
     for row in doc["harness"] + doc["baseline"]:
         assert not row.get("failed"), row.get("error")
@@ -50,3 +50,4 @@ def test_quick_bench_writes_results(tmp_path):
     assert {"goals", "harness_max_sessions_pacing", "harness_max_sessions_meeting_goals"} <= s.keys()
     md = (tmp_path / "RESULTS.md").read_text()
     assert "## Harness against the simulator" in md and "## Conclusions" in md
+    assert "wss://" in md and "wss" in s and s["wss"]["harness_max_sessions_pacing"] >= 0
