@@ -103,6 +103,10 @@ def _parser() -> argparse.ArgumentParser:
     fl = fsub.add_parser("list", help="list fixtures")
     fl.add_argument("--dir", default="audio_fixtures")
     fl.set_defaults(func=cmd_fixtures_list)
+
+    from .cli_project import add_commands  # init, locustfile: a project outside the repository
+
+    add_commands(sub)
     return p
 
 
@@ -392,9 +396,9 @@ def cmd_fixtures_add(args: argparse.Namespace) -> int:
 
 
 def cmd_fixtures_list(args: argparse.Namespace) -> int:
-    from .fixtures import load_manifest
+    from .fixtures import library
 
-    for fx in load_manifest(args.dir).values():
+    for fx in library(args.dir).values():  # the user's fixtures and the shipped library
         print(f"{fx.id:32} {fx.language:6} {fx.duration_ms:6d} ms  {fx.text}")
     return EXIT_OK
 

@@ -22,9 +22,10 @@ import soundfile as sf
 import soxr
 import yaml
 
-from harness import audio, vad
+from harness import audio, paths, vad
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = paths.REPO
+DEFAULT_DIR = "audio_fixtures"
 MANIFEST = "manifest.yaml"
 MAX_SECONDS = 60.0
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -85,9 +86,12 @@ _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number"}
 
 
 def _resolve(directory: str | Path) -> Path:
-    """Relative directories are taken from the working directory, else from the repo root."""
+    """Relative directories are taken from the working directory, else from the repo root; the default
+    name falls back to the library shipped with the package (an installed wheel run from anywhere)."""
     d = Path(directory)
-    return d if d.is_absolute() or d.exists() else ROOT / d
+    if d.is_absolute() or d.exists() or (ROOT / d).exists():
+        return d if d.is_absolute() or d.exists() else ROOT / d
+    return paths.builtin_fixtures() if d == Path(DEFAULT_DIR) else ROOT / d
 
 
 def _display(directory: str | Path) -> str:
@@ -210,8 +214,10 @@ def add_fixture(
     if bounds is None:
         raise FixtureError(str(src), "", "no speech found (silent or only noise)")
     base = _resolve(directory)
+    if paths.SHIPPED_DIR in base.resolve().parents:  # an installed package's library is read-only: write here
+        base = Path(directory)
     base.mkdir(parents=True, exist_ok=True)
-    existing = load_manifest(directory) if (base / MANIFEST).exists() else {}
+    existing = load_manifest(base) if (base / MANIFEST).exists() else {}
     if fid in existing or (base / f"{fid}.wav").exists():
         raise FixtureError(_display(directory), "id", f"duplicate id {fid!r}")
     fx = Fixture(
@@ -225,7 +231,7 @@ def add_fixture(
     try:
         sf.write(tmp, pcm, audio.BASE_RATE, subtype="PCM_16", format="WAV")
         os.replace(tmp, wav)
-        save_manifest(directory, [*existing.values(), fx])
+        save_manifest(base, [*existing.values(), fx])
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         wav.unlink(missing_ok=True)
@@ -256,11 +262,29 @@ def _manifest(directory: Path) -> dict[str, Fixture]:
 
 
 def get_fixture(fixture_id: str, directory: str | Path = "audio_fixtures") -> Fixture:
-    """A fixture from the (cached) manifest; KeyError names the known ids."""
-    table = _manifest(_resolve(directory).resolve())
+    """A fixture from the (cached) manifest, else from the shipped library; KeyError names the known ids."""
+    base = _resolve(directory).resolve()
+    table = _manifest(base)
+    if fixture_id not in table:
+        table = {**_shipped(base), **table}
     if fixture_id not in table:
         raise KeyError(f"unknown fixture {fixture_id!r}; known: {', '.join(sorted(table))}")
     return table[fixture_id]
+
+
+def library(directory: str | Path = "audio_fixtures") -> dict[str, Fixture]:
+    """The ids a scenario can name: the shipped library overlaid by ``directory``'s manifest (its ids win).
+
+    So a user's fixtures beside their scenarios need not copy the built-in ones. The user's manifest is
+    read afresh and its problems raise FixtureError as in load_manifest.
+    """
+    base = _resolve(directory).resolve()
+    return {**_shipped(base), **load_manifest(base)}
+
+
+def _shipped(base: Path) -> dict[str, Fixture]:
+    builtin = paths.builtin_fixtures().resolve()
+    return _manifest(builtin) if builtin != base and (builtin / MANIFEST).is_file() else {}
 
 
 def pink_noise(n: int, seed: int = 0) -> np.ndarray:

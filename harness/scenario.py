@@ -143,7 +143,7 @@ def parse_scenario(data: Any, file: str, *, env: dict[str, str] | None = None,
     s.check_keys(data, ("name", "description", "target", "targets", "session", "conversation", "audio", "load",
                         "thresholds", "fixtures_dir", "tools"), "", p)
     name = s.get_str(data, "name", "", p, Path(file).stem) or Path(file).stem
-    fixtures_dir = s.get_str(data, "fixtures_dir", "", p, "audio_fixtures") or "audio_fixtures"
+    fixtures_dir = _fixtures_dir(s.get_str(data, "fixtures_dir", "", p, "audio_fixtures") or "audio_fixtures", file)
     targets = _targets(data, p)
     session = s.get_dict(data, "session", "", p)
     _check_session(session, p)
@@ -395,11 +395,19 @@ def _thresholds(raw: list[Any], p: s.Problems) -> list[str]:
     return out
 
 
+def _fixtures_dir(value: str, file: str) -> str:
+    """User fixtures live beside the user's scenarios: a relative ``fixtures_dir`` is looked up next to the
+    scenario file first, then in the working directory; ids it lacks come from the shipped library
+    (``fixtures.library``), so an installed voiceload runs from any directory."""
+    beside = Path(file).parent / value
+    return value if Path(value).is_absolute() or not beside.is_dir() else os.path.abspath(beside)
+
+
 def _check_fixtures(conversation: list[TurnSpec], fixtures_dir: str, file: str, p: s.Problems) -> None:
-    from .fixtures import FixtureError, load_manifest
+    from .fixtures import FixtureError, library
 
     try:
-        manifest = load_manifest(fixtures_dir)
+        manifest = library(fixtures_dir)
     except FixtureError as exc:
         p.add("fixtures_dir", str(exc))
         return

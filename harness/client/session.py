@@ -246,7 +246,8 @@ class CallerSession:
     def _speak(self, i: int, spec: TurnSpec, fixture: Any, interrupted: TurnTimeline | None) -> None:
         a = self.sc.audio
         fs = fixtures.frames(fixture.id, self.in_fmt, a.chunk_ms, gain_db=a.perturb.gain_db,
-                             snr_db=a.perturb.snr_db, seed=self.opt.seed % NOISE_VARIANTS)
+                             snr_db=a.perturb.snr_db, seed=self.opt.seed % NOISE_VARIANTS,
+                             directory=self.sc.fixtures_dir)
         kind = "manual" if spec.manual_commit or self.sc.manual else ("barge_in" if spec.barge_in_after_ms is not None
                                                                        else "vad")
         utt = Utterance(frames=_messages(fs.frames), chunk_ms=a.chunk_ms, speech_start_ms=fs.speech_start_ms,
@@ -460,7 +461,7 @@ def prepare(scenario: Scenario, seeds: range = range(NOISE_VARIANTS)) -> None:
     for seed in (seeds if a.perturb.snr_db is not None else range(1)):
         for turn in scenario.conversation:
             fs = fixtures.frames(turn.fixture, fmt, a.chunk_ms, gain_db=a.perturb.gain_db, snr_db=a.perturb.snr_db,
-                                 seed=seed)
+                                 seed=seed, directory=scenario.fixtures_dir)
             _messages(fs.frames)
 
 

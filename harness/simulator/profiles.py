@@ -18,9 +18,10 @@ from typing import Any
 
 import yaml
 
+from .. import paths
 from ..limits import AZURE_S0, UNLIMITED, Limits
 
-PROFILE_DIR = Path(__file__).resolve().parents[2] / "scenarios" / "profiles"
+PROFILE_DIR = paths.profiles_dir()  # scenarios/profiles in a checkout, harness/_shipped/profiles in a wheel
 DEFAULT_PROFILE = "realistic"
 DIST_KINDS = ("fixed", "normal", "lognormal", "uniform")
 #: Quota presets a profile's ``quotas:`` block can start from (harness/limits.py).

@@ -161,8 +161,9 @@ class SimulatorProcess:
             self._log_fh = open(self.log_file, "a+b")
         else:
             self._log_fh = tempfile.TemporaryFile()
+        # the caller's cwd: relative --truth-log/--profile paths mean what the caller meant, not the package dir
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=self._log_fh, env=env, cwd=str(REPO_ROOT), start_new_session=True)
+                                     stderr=self._log_fh, env=env, start_new_session=True)
         line = self._read_line(self.startup_timeout)
         if line is None or not line.startswith(READY_PREFIX):
             self.stop(keep_log=True)

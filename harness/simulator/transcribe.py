@@ -51,7 +51,7 @@ class Transcriber:
         from .. import fixtures  # late: the manifest is only read when transcription is enabled
 
         try:
-            manifest = fixtures.load_manifest(self.directory)
+            manifest = fixtures.library(self.directory)  # the caller's fixtures and the shipped library
         except (fixtures.FixtureError, OSError):
             manifest = {}
         # Noisy variants share the clean text; matching either gives the right words.
