@@ -216,6 +216,10 @@ _SOURCES: dict[tuple[int, str | None, str], _TokenSource] = {}
 def _new_default_credential(tenant_id: str | None) -> Any:
     from azure.identity import DefaultAzureCredential
 
+    # azure-identity logs every failed attempt as a WARNING with the whole credential chain; our
+    # AuthError carries that same text to the console once (diagnose), so its logger stays quiet.
+    logging.getLogger("azure.identity").setLevel(max(logging.ERROR, logging.getLogger("azure.identity").level))
+
     kwargs = {"additionally_allowed_tenants": [tenant_id]} if tenant_id else {}
     return DefaultAzureCredential(**kwargs)
 
@@ -323,7 +327,9 @@ def _status_of(exc: Any) -> tuple[int | None, Mapping[str, str], bytes]:
             if isinstance(value, int) and 100 <= value < 600:
                 headers = getattr(obj, "headers", None) or {}
                 body = getattr(obj, "body", b"") or b""
-                return value, headers, body if isinstance(body, bytes) else str(body).encode()
+                # websockets hands the body over as a bytearray: str() of it would print bytearray(b'...')
+                return value, headers, (bytes(body) if isinstance(body, (bytes, bytearray, memoryview))
+                                        else str(body).encode())
     return None, {}, b""
 
 

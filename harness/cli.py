@@ -10,7 +10,12 @@ import argparse
 import sys
 from typing import Any
 
-EXIT_OK, EXIT_BREACH, EXIT_USAGE = 0, 1, 2
+from .exitcodes import EXIT_BREACH, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, MEANING
+
+EPILOG = "exit codes (every command; Locust uses the same):\n" + "\n".join(
+    f"  {code}  {text}" for code, text in MEANING.items()) + (
+    "\n  (expectations count unless --allow-expectation-failures; compare exits 1 on a significant "
+    "regression only with --fail-on-regression)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,13 +31,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt:  # before the runner's own handler is installed, or after it
+        print("interrupted", file=sys.stderr)
+        return EXIT_INCOMPLETE
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="voiceload", description="Load tests for real-time voice agents (Azure AI "
-                                "Voice Live), with an embedded protocol-faithful simulator.")
+                                "Voice Live), with an embedded protocol-faithful simulator.", epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(metavar="COMMAND")
 
     r = sub.add_parser("run", help="run a scenario headless and write a report")
@@ -51,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
                         "wss:// alike) and report the user-space stamp delay")
     r.add_argument("--simulator-tls", action="store_true",
                    help="embedded simulators serve wss:// with a throw-away local CA that the callers trust")
+    r.add_argument("--allow-expectation-failures", action="store_true",
+                   help="failed expectations are reported but do not fail the run (exit 0 instead of 1)")
     r.add_argument("--quiet", action="store_true", help="no progress line")
     _cost_args(r)
     r.set_defaults(func=cmd_run)
@@ -66,9 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     _cost_args(pl)
     pl.set_defaults(func=cmd_plan)
 
-    s = sub.add_parser("simulate", help="serve the Voice Live simulator", add_help=False)
-    s.add_argument("rest", nargs=argparse.REMAINDER)
-    s.set_defaults(func=lambda a: __import__("harness.simulator.__main__", fromlist=["main"]).main(a.rest))
+    from .simulator_cli import DESCRIPTION, add_arguments
+
+    s = add_arguments(sub.add_parser("simulate", help="serve the Voice Live simulator", description=DESCRIPTION))
+    s.set_defaults(func=cmd_simulate)
 
     v = sub.add_parser("validate", help="check scenario files (and optionally connect once per target)")
     v.add_argument("scenarios", nargs="+")
@@ -82,12 +92,16 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="compare runs (or the targets of one run) with bootstrap confidence")
     c.add_argument("run_dirs", nargs="+")
     c.add_argument("--out", help="output directory (default: reports/compare-<time>)")
+    c.add_argument("--fail-on-regression", action="store_true",
+                   help="exit 1 when a significant regression is found (3 when there is nothing to compare)")
     c.set_defaults(func=cmd_compare)
 
-    k = sub.add_parser("check", help="evaluate thresholds against a run; exit 1 on breach")
+    k = sub.add_parser("check", help="judge a run (thresholds, expectations, completeness); exit 1 on breach")
     k.add_argument("run_dir")
     k.add_argument("--thresholds", help="YAML file with a 'thresholds:' list (default: the scenario's)")
     k.add_argument("--junit", help="write JUnit XML naming each breached metric")
+    k.add_argument("--allow-expectation-failures", action="store_true",
+                   help="failed expectations are reported but do not fail the check")
     k.set_defaults(func=cmd_check)
 
     f = sub.add_parser("fixtures", help="manage audio fixtures")
@@ -165,6 +179,10 @@ def run_scenario(scenario: Any, args: argparse.Namespace) -> int:
     from .plan import plan_dict
 
     out.meta["plan"] = plan_dict(estimate)
+    out.meta["load"] = _effective_load(scenario, plan, args)
+    out.meta["scenario_load"] = _scenario_load(scenario)
+    out.meta["allow_expectation_failures"] = bool(args.allow_expectation_failures)
+    out.meta["status"] = "running"
     progress = None if args.quiet else sys.stderr
     try:
         with open_endpoints(scenario, run_dir=out.dir, override_url=args.target, profile=args.profile,
@@ -179,6 +197,8 @@ def run_scenario(scenario: Any, args: argparse.Namespace) -> int:
             summary = runner.run()
     except Exception as exc:
         out.note(f"run aborted: {type(exc).__name__}: {exc}")
+        out.meta["status"] = "aborted"
+        out.meta["abort_reason"] = auth.redact(f"{type(exc).__name__}: {exc}")
         out.finish(self_check={})
         print(f"error: {auth.redact(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
@@ -186,6 +206,7 @@ def run_scenario(scenario: Any, args: argparse.Namespace) -> int:
         out.meta["breakpoint"] = summary["breakpoint"]
     if runner.budgets.by_resource:  # how the connection quota shaped the run (harness/quota.py)
         out.meta["quota"] = runner.budgets.summary()
+    _record_status(out, runner)
     paths = out.finish(self_check=self_check(runner))
     if out.write_error is not None:
         print(f"error: {out.write_error}; the run was stopped early: {out.turns.count} turn and "
@@ -193,7 +214,61 @@ def run_scenario(scenario: Any, args: argparse.Namespace) -> int:
               f"{out.lost['sessions']} session records were lost", file=sys.stderr)
         return EXIT_USAGE
     print(f"report: {paths.get('report.html', out.dir / 'report.html')}")
-    return _thresholds(out.dir, scenario.thresholds, args.junit)
+    return _verdict(out.dir, None, args.junit, args.allow_expectation_failures, output=out)
+
+
+def _effective_load(scenario: Any, plan: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """What actually runs, after command-line overrides (run.json ``load``); the scenario's own is
+    kept beside it as ``scenario_load``."""
+    from .shapes import peak_users
+
+    spu = args.sessions_per_user if args.sessions_per_user is not None else scenario.load.sessions_per_user
+    return {"users": plan.users, "peak_users": peak_users(plan), "spawn_rate": plan.spawn_rate,
+            "duration_s": plan.duration_s, "sessions_per_user": spu, "shape": plan.kind, **plan.params,
+            "overridden": [f for f, v in (("users", args.users), ("spawn_rate", args.spawn_rate),
+                                          ("duration", args.duration), ("sessions_per_user", args.sessions_per_user))
+                           if v is not None]}
+
+
+def _scenario_load(scenario: Any) -> dict[str, Any]:
+    ld = scenario.load
+    return {"users": ld.users, "spawn_rate": ld.spawn_rate, "duration_s": ld.duration_s,
+            "sessions_per_user": ld.sessions_per_user, "shape": ld.shape.type, **ld.shape.params}
+
+
+def _record_status(out: Any, runner: Any) -> None:
+    """run.json ``status``: complete, interrupted (signal, when) or aborted (why) — the verdict reads it."""
+    if runner.interrupted:
+        out.meta.update(status="interrupted", interrupted=runner.interrupted)
+        out.note(f"interrupted by {runner.interrupted['signal']} at {runner.interrupted['at']}: the run is "
+                 f"incomplete; records up to then are kept")
+    elif runner.abort_reason:
+        out.meta.update(status="aborted", abort_reason=runner.abort_reason)
+        out.note(f"aborted: {runner.abort_reason}")
+    else:
+        out.meta["status"] = "complete"
+
+
+def _verdict(run_dir: Any, thresholds: list[str] | None, junit: str | None, allow_expectation_failures: bool,
+             output: Any = None) -> int:
+    """Judge a run (report/verdict.py), print the thresholds table and, last, the verdict line."""
+    from .report.check import format_table, write_junit
+    from .report.verdict import judge
+
+    try:
+        v = judge(run_dir, thresholds=thresholds, allow_expectation_failures=allow_expectation_failures)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if v.thresholds:
+        print(format_table(v.thresholds))
+    if junit:
+        write_junit(v.thresholds, junit)
+    if output is not None:
+        output.meta["verdict"] = v.to_dict()
+        output.save_meta()
+    print(v.line(), flush=True)
+    return v.exit_code
 
 
 def self_check(runner: Any) -> dict[str, Any]:
@@ -214,14 +289,6 @@ def self_check(runner: Any) -> dict[str, Any]:
     if stamps.n:  # how much scheduling delay a user-space stamp would carry: the load on this process
         out.update(stamp_reads=stamps.n, **stamps.summary("stamp_delay"))
     return out
-
-
-def _thresholds(run_dir: Any, thresholds: list[str], junit: str | None) -> int:
-    if not thresholds:
-        return EXIT_OK
-    from .report.check import run_check
-
-    return run_check(run_dir, thresholds, junit)
 
 
 def _targets(scenario: Any, override: str | None) -> list[Any]:
@@ -345,40 +412,118 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 # -- report / compare / check -------------------------------------------------------------------------
+def _run_dir_problem(path: str) -> str | None:
+    """Why ``path`` is not a run directory (None when it is): commands say so and exit 2."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.exists():
+        return f"{path}: no such run directory"
+    if not p.is_dir():
+        return f"{path}: not a directory (expected a run directory such as reports/<run-id>)"
+    if not any((p / name).is_file() for name in ("run.json", "turns.jsonl", "sessions.jsonl")):
+        return f"{path}: not a run directory: no run.json, turns.jsonl or sessions.jsonl in it"
+    return None
+
+
 def cmd_report(args: argparse.Namespace) -> int:
+    problem = _run_dir_problem(args.run_dir)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     from .report.html import write_all
+    from .report.verdict import judge
 
     paths = write_all(args.run_dir)
     for name, path in paths.items():
         print(f"{name}: {path}")
-    return EXIT_OK
+    try:
+        v = judge(args.run_dir)
+    except ValueError as exc:  # run.json holds a threshold that no longer parses
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(v.line())
+    # The report was written; a run with no turns to report on is still not a silent success.
+    return EXIT_INCOMPLETE if v.status == "INCOMPLETE" else EXIT_OK
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     import datetime as dt
 
+    import pandas as pd
+
+    problems = [p for p in map(_run_dir_problem, args.run_dirs) if p]
+    if problems:
+        for p in problems:
+            print(f"error: {p}", file=sys.stderr)
+        return EXIT_USAGE
     from .report.compare import compare_runs
 
     out = args.out or f"reports/compare-{dt.datetime.now():%Y%m%d-%H%M%S}"
     path = compare_runs(args.run_dirs, out)
     print(f"compare: {path}")
-    return EXIT_OK
+    try:
+        table = pd.read_csv(path.parent / "compare.csv")
+    except (OSError, ValueError, pd.errors.EmptyDataError):
+        table = pd.DataFrame()
+    if table.empty:
+        print("Nothing to compare: fewer than two groups with turns.")
+        return EXIT_INCOMPLETE if args.fail_on_regression else EXIT_OK
+    reg = table[table["verdict"] == "regression"]
+    for _, r in reg.iterrows():
+        print(f"regression: {r['group']} {r['metric']}.{r['stat']} {r['value']:.4g} vs {r['baseline_value']:.4g} "
+              f"(baseline {r['baseline']}; Δ {r['diff']:+.4g}, 95% CI [{r['ci_low']:+.4g}, {r['ci_high']:+.4g}])")
+    n_imp = int((table["verdict"] == "improvement").sum())
+    print(f"compare: {len(reg)} significant regression{'s' * (len(reg) != 1)}, {n_imp} improvement"
+          f"{'s' * (n_imp != 1)}" + ("" if args.fail_on_regression or not len(reg) else
+                                      " (exit 0; add --fail-on-regression to fail on them)"))
+    return EXIT_BREACH if args.fail_on_regression and len(reg) else EXIT_OK
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .report.check import run_check
-
+    problem = _run_dir_problem(args.run_dir)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     thresholds = None
     if args.thresholds:
-        import yaml
-
-        with open(args.thresholds, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
-        thresholds = data.get("thresholds") if isinstance(data, dict) else data
-        if not isinstance(thresholds, list):
-            print(f"error: {args.thresholds}: thresholds: expected a list of strings", file=sys.stderr)
+        thresholds, problems = _threshold_file(args.thresholds)
+        if problems:
+            for p in problems:
+                print(f"error: {p}", file=sys.stderr)
             return EXIT_USAGE
-    return run_check(args.run_dir, thresholds, args.junit)
+    return _verdict(args.run_dir, thresholds, args.junit, args.allow_expectation_failures)
+
+
+def _threshold_file(path: str) -> tuple[list[str], list[str]]:
+    """A ``thresholds:`` YAML file → (thresholds, every problem as ``file: thresholds[i]: why``)."""
+    import yaml
+
+    from .report.check import parse_threshold
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except OSError as exc:
+        return [], [f"{path}: cannot read: {exc.strerror or exc}"]
+    except yaml.YAMLError as exc:
+        return [], [f"{path}: invalid YAML: {exc}"]
+    thresholds = data.get("thresholds") if isinstance(data, dict) else data
+    if not isinstance(thresholds, list):
+        return [], [f"{path}: thresholds: expected a list of strings"]
+    problems = []
+    for i, t in enumerate(thresholds):
+        try:
+            parse_threshold(t)
+        except ValueError as exc:
+            problems.append(f"{path}: thresholds[{i}]: {exc}")
+    return thresholds, problems
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .simulator.__main__ import serve
+
+    return serve(args)
 
 
 # -- fixtures ------------------------------------------------------------------------------------------

@@ -30,6 +30,15 @@ REASONS = (
     "tool_timeout",  # the agent called a tool and the round trip (result -> answer) never completed
 )
 
+
+
+def ended_as_expected(complete: bool, expectations: Iterable[dict[str, Any]] | None) -> bool:
+    """A turn that completed, or ended with the outcome its scenario expected (``expect: {reason: cancelled}``
+    on a barge-in's interrupted turn): not a failure (docs/metrics.md "Completeness")."""
+    return bool(complete) or any(isinstance(e, dict) and e.get("name") == "reason" and e.get("ok")
+                                 for e in expectations or ())
+
+
 #: Session outcomes (sessions.jsonl). Handshake rejections are counted here, never as turn failures.
 SESSION_OUTCOMES = ("ok", "rejected", "connect_error", "disconnected", "error", "aborted")
 

@@ -125,6 +125,13 @@ class RunOutput:
     def note(self, text: str) -> None:
         self.meta["notes"].append(auth.redact(text))
 
+    def save_meta(self) -> None:
+        """Rewrite run.json after ``finish`` (e.g. with the verdict); a failure is recorded, not raised."""
+        try:
+            self._write_meta()
+        except OSError as exc:
+            self._failed(self.dir / "run.json", exc)
+
     def _write_meta(self) -> None:
         tmp = self.dir / "run.json.tmp"
         tmp.write_text(json.dumps(self.meta, indent=2, default=str), encoding="utf-8")

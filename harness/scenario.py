@@ -79,6 +79,13 @@ class ShapeSpec:
 
 
 @dataclass
+class AbortOn:
+    """``load.abort_on``: when to stop a run that cannot produce data (harness/abort.py)."""
+
+    refused_sessions: int = 3  # the first N sessions all refused with 401/403/404 → abort (0 = never)
+
+
+@dataclass
 class LoadSpec:
     users: int = 1
     spawn_rate: float = 1.0
@@ -89,6 +96,7 @@ class LoadSpec:
     stop_timeout_s: float = 30.0
     shape: ShapeSpec = field(default_factory=ShapeSpec)
     max_pacing_lag_ms: float = 10.0  # turns streamed later than this are flagged valid=false
+    abort_on: AbortOn = field(default_factory=AbortOn)
 
 
 @dataclass
@@ -160,6 +168,7 @@ def parse_scenario(data: Any, file: str, *, env: dict[str, str] | None = None,
             p.add(f"conversation[{i}].manual_commit", "needs session.turn_detection: null (server VAD commits itself)")
         if manual and t.barge_in_after_ms is not None:
             p.add(f"conversation[{i}].barge_in_after_ms", "barge-in needs server VAD (turn_detection is null)")
+    _check_expectations_can_pass(conversation, session, targets, p)
     audio = _audio(s.get_dict(data, "audio", "", p), p)
     load = _load(s.get_dict(data, "load", "", p), p)
     thresholds = _thresholds(s.get_list(data, "thresholds", "", p), p)
@@ -186,6 +195,34 @@ def _tools(data: dict[str, Any], session: dict[str, Any], p: s.Problems) -> tupl
             break
         names = (names or []) + list(m["allowed_tools"])
     return functions, mcp, names
+
+
+def _check_expectations_can_pass(conversation: list[TurnSpec], session: dict[str, Any], targets: list[TargetSpec],
+                                 p: s.Problems) -> None:
+    """Refuse expectations that no run could ever meet: a gate that always fails is a typo, not a test."""
+    for i, t in enumerate(conversation):
+        if t.expect.transcript_contains and not _transcribes(session, targets):
+            p.add(f"conversation[{i}].expect.transcript_contains", "can never pass: input transcription is off "
+                  "(set session.input_audio_transcription, e.g. {model: azure-speech}; realtime models and the "
+                  "embedded simulator start without it)")
+        if t.expect.reason == "cancelled":
+            nxt = conversation[i + 1] if i + 1 < len(conversation) else None
+            if nxt is None or nxt.barge_in_after_ms is None:
+                p.add(f"conversation[{i}].expect.reason", "can never pass: 'cancelled' needs the next turn to "
+                      "interrupt this one (conversation[" + str(i + 1) + "].barge_in_after_ms), and "
+                      + ("there is no next turn" if nxt is None else "it has none"))
+
+
+def _transcribes(session: dict[str, Any], targets: list[TargetSpec]) -> bool:
+    """Whether input transcripts will arrive: configured explicitly, or on by default for every target
+    (cascaded models and agents; realtime models and the embedded simulator start with it off)."""
+    if "input_audio_transcription" in session:
+        return session["input_audio_transcription"] is not None
+    from .protocol.session import is_realtime_model
+
+    return bool(targets) and all(
+        not t.embedded and t.target is not None and (t.target.agent is not None or not is_realtime_model(t.target.model))
+        for t in targets)
 
 
 def _targets(data: dict[str, Any], p: s.Problems) -> list[TargetSpec]:
@@ -338,7 +375,7 @@ def _audio(raw: dict[str, Any], p: s.Problems) -> AudioSpec:
 
 def _load(raw: dict[str, Any], p: s.Problems) -> LoadSpec:
     s.check_keys(raw, ("users", "spawn_rate", "duration", "sessions_per_user", "think_time", "turn_timeout",
-                       "stop_timeout", "shape", "max_pacing_lag_ms"), "load", p)
+                       "stop_timeout", "shape", "max_pacing_lag_ms", "abort_on"), "load", p)
     think = raw.get("think_time", 0)
     think_range = (0.0, 0.0)
     if isinstance(think, dict):
@@ -372,7 +409,14 @@ def _load(raw: dict[str, Any], p: s.Problems) -> LoadSpec:
                     stop_timeout_s=s.get_duration(raw, "stop_timeout", "load", p, 30.0, lo=0, hi=3600) or 30.0,
                     shape=shape,
                     max_pacing_lag_ms=s.get_float(raw, "max_pacing_lag_ms", "load", p, 10.0, lo=0.1, hi=10_000)
-                    or 10.0)
+                    or 10.0, abort_on=_abort_on(raw, p))
+
+
+def _abort_on(raw: dict[str, Any], p: s.Problems) -> AbortOn:
+    a = s.get_dict(raw, "abort_on", "load", p)
+    s.check_keys(a, ("refused_sessions",), "load.abort_on", p)
+    n = s.get_int(a, "refused_sessions", "load.abort_on", p, AbortOn.refused_sessions, lo=0, hi=100_000)
+    return AbortOn(refused_sessions=AbortOn.refused_sessions if n is None else n)
 
 
 def _thresholds(raw: list[Any], p: s.Problems) -> list[str]:

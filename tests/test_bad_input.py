@@ -192,7 +192,8 @@ def test_cleartext_to_a_remote_host_warns_in_run(tmp_path):
     out = tmp_path / "out"
     run = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(path), "--users", "1", "--duration", "2s",
                           "--out", str(out), "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=90)
-    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.returncode == 3, run.stderr[-2000:]  # every session failed: incomplete, never a pass
+    assert "VERDICT: INCOMPLETE — no data: all" in run.stdout
     assert CLEAR_TEXT in run.stderr
     assert run.stderr.index(CLEAR_TEXT) < run.stderr.index("voiceload: run")  # said before load starts
     sessions = [yaml.safe_load(ln) for ln in (out / "sessions.jsonl").read_text().splitlines()]

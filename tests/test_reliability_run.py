@@ -151,8 +151,13 @@ def test_chaos_run_reconciles_exactly(cli_runs):
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_signal_mid_run_keeps_records_and_report(cli_runs, sig):
     r = cli_runs[sig]
-    assert r["rc"] in (0, 1), r["stderr"][-3000:]  # finished normally (1 = a threshold breached)
+    assert r["rc"] == 3, r["stderr"][-3000:]  # an interrupted run is incomplete: never 0 (issue 11 item 6)
     assert r["exit_after_s"] < EXIT_BOUND_S, r["exit_after_s"]
+    meta = json.loads((r["out"] / "run.json").read_text())
+    assert meta["status"] == "interrupted" and meta["interrupted"]["signal"] == sig and meta["interrupted"]["at"]
+    assert r["stdout"].strip().splitlines()[-1].startswith(f"VERDICT: INCOMPLETE — interrupted by {sig} at ")
+    html = (r["out"] / "report.html").read_text()
+    assert f"interrupted by {sig}" in html[html.index("id='verdict'"):][:600]
     sessions, turns, _ = _reconcile(r["out"])
     assert sessions and turns
     assert "report:" in r["stdout"] and "Traceback" not in r["stderr"]

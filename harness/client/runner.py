@@ -20,10 +20,11 @@ import gevent.event
 import gevent.lock
 import gevent.pool
 
+from ..abort import AbortWatch
 from ..arrivals import ArrivalSchedule, ArrivalSpec
 from ..histogram import MsHistogram
 from ..quota import Budgets
-from ..records import SessionRecord, TurnRecord
+from ..records import SessionRecord, TurnRecord, ended_as_expected
 from ..scenario import Scenario
 from ..shapes import ShapePlan, StepWindow
 from .gcmode import realtime_gc
@@ -46,13 +47,14 @@ class LiveStats:
     failures: int = 0
     sessions: int = 0
     rejected: int = 0
+    failed_sessions: int = 0  # sessions that never ran a turn (refused, connect error...)
     invalid: int = 0
     recent: deque = field(default_factory=deque)  # (t since t0, first_audio_ms) of valid turns
 
     def add(self, rec: TurnRecord) -> None:
         now = time.monotonic() - self.t0
         self.turns += 1
-        self.failures += not rec.complete
+        self.failures += not ended_as_expected(rec.complete, rec.expectations)
         self.invalid += not rec.valid
         if rec.valid and rec.first_audio_ms is not None:
             self.recent.append((now, rec.first_audio_ms))
@@ -67,7 +69,8 @@ class LiveStats:
 
         return (f"[{time.monotonic() - self.t0:6.1f}s] users={users} sessions={self.sessions} "
                 f"turns={self.turns} first_audio p50={pct(0.5)} p95={pct(0.95)} ms (last minute) "
-                f"failures={self.failures} rejected={self.rejected}"
+                f"failures={self.failures + self.failed_sessions} (turns {self.failures}, sessions "
+                f"{self.failed_sessions}) rejected={self.rejected}"
                 + (f" waiting_for_quota={waiting}" if waiting else "")
                 + (f" waiting_for_a_line={queued}" if queued else ""))
 
@@ -106,6 +109,9 @@ class LoadRunner:
         self.budgets = Budgets(endpoints)  # per-resource connection budgets (target.limits)
         self.arrived = 0  # arrivals shape: callers that arrived so far
         self.queued = 0  # arrivals shape: callers waiting for a free line (max_concurrent)
+        self.abort_watch = AbortWatch(scenario.load.abort_on)
+        self.abort_reason: str | None = None  # load.abort_on tripped: why (the run is incomplete)
+        self.interrupted: dict[str, str] | None = None  # {"signal": "SIGINT", "at": ISO time} once signalled
 
     # -- public ---------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -246,6 +252,13 @@ class LoadRunner:
                 self.stamp_delays.merge(session.transport.stamp_delays)
             self.stats.sessions += 1
             self.stats.rejected += rec.outcome == "rejected"
+            self.stats.failed_sessions += rec.outcome not in ("ok", "aborted") and rec.turns_attempted == 0
+            reason = self.abort_watch.observe(rec)
+            if reason is not None:
+                self.abort_reason = reason
+                if self.progress:
+                    print(f"aborting: {reason}", file=self.progress, flush=True)
+                self.stop()
             if rec.pacing_late_p99_ms is not None:
                 self.worst_session_late_p99_ms = max(self.worst_session_late_p99_ms or 0.0, rec.pacing_late_p99_ms)
             self.on_session(rec)
@@ -269,12 +282,17 @@ class LoadRunner:
         installed = []
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
-                installed.append(gevent.signal_handler(sig, self._on_signal))
+                installed.append(gevent.signal_handler(sig, self._on_signal, sig))
             except (ValueError, OSError):  # not the main thread
                 pass
         return installed
 
-    def _on_signal(self) -> None:
+    def _on_signal(self, sig: int = signal.SIGINT) -> None:
+        if self.interrupted is None:
+            import datetime as dt
+
+            self.interrupted = {"signal": signal.Signals(sig).name,
+                                "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         if self.progress:
             print("stopping: finishing turns in flight, then writing the report…", file=self.progress, flush=True)
         self.stopping = True

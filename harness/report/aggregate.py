@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..records import COLUMNS, REASONS, SESSION_OUTCOMES, SessionRecord, TurnRecord, read_records
+from ..records import COLUMNS, REASONS, SESSION_OUTCOMES, SessionRecord, TurnRecord, ended_as_expected, read_records
 
 #: Latency / quality metric columns (all float64, NaN when the event never arrived).
 METRICS: tuple[str, ...] = (
@@ -37,7 +37,7 @@ STATS: tuple[str, ...] = ("count", "min", "p50", "p90", "p95", "p99", "max", "me
 SCALARS: tuple[str, ...] = (
     "count", "valid", "invalid", "complete", "failures", "completeness",
     "expectations_checked", "expectations_failed", "expectations_pass_rate",
-    "tool_call_count", "tool_precision", "tool_recall",
+    "tool_call_count", "tool_precision", "tool_recall", "interrupted_as_expected",
 ) + tuple(f"reason_{r}" for r in REASONS)
 
 _BOOLS = {"complete": False, "valid": True, "expectations_ok": True}
@@ -198,13 +198,17 @@ def group_stats(df: pd.DataFrame, *, metrics: Sequence[str] = METRICS, stats: Se
     """
     m = measured(df, include_invalid)
     n_all, n = len(df), len(m)
-    complete = int(m["complete"].to_numpy(dtype=bool).sum())
+    done = m["complete"].to_numpy(dtype=bool)
+    complete = int(done.sum())
+    # Barge-in: the interrupted turn's expected outcome (expect.reason held) is not a failure.
+    expected = sum(ended_as_expected(False, e) for e in m.loc[~done, "expectations"]) if n else 0
     has_exp = m["expectations"].map(len).to_numpy() > 0 if n else np.zeros(0, dtype=bool)
     exp_fail = int((has_exp & ~m["expectations_ok"].to_numpy(dtype=bool)).sum())
     n_valid = int(df["valid"].to_numpy(dtype=bool).sum())
     out: dict[str, float] = {
         "count": n_all, "valid": n_valid, "invalid": n_all - n_valid, "complete": complete,
-        "failures": n - complete, "completeness": complete / n if n else math.nan,
+        "interrupted_as_expected": expected, "failures": n - complete - expected,
+        "completeness": (complete + expected) / n if n else math.nan,
         "expectations_checked": int(has_exp.sum()), "expectations_failed": exp_fail,
         "expectations_pass_rate": 1 - exp_fail / has_exp.sum() if has_exp.sum() else math.nan,
     }

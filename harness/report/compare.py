@@ -20,6 +20,7 @@ import pandas as pd
 
 from . import plots
 from .aggregate import HIGHER_IS_BETTER, PERCENTILES, load_turns, measured, read_meta, target_order, typed_turns
+from .markup import esc, figure, fmt_num, page
 
 COMPARE_METRICS: tuple[str, ...] = (
     "first_audio_ms", "first_voiced_ms", "vad_ms", "server_response_ms", "response_created_ms",
@@ -197,8 +198,6 @@ def load_groups(run_dirs: Sequence[str | os.PathLike[str]]) -> dict[str, pd.Data
 
 def comparison_html(groups: Mapping[str, pd.DataFrame], table: pd.DataFrame, *, cdf: bool = True) -> str:
     """The comparison block (verdict table + overlaid CDFs + bars), shared by report.html and compare.html."""
-    from .html import esc, figure, fmt_num
-
     if len(groups) < 2 or table.empty:
         return "<p class='muted'>Nothing to compare: fewer than two groups with turns.</p>"
     labels, baseline = list(groups), str(table["baseline"].iloc[0])
@@ -237,8 +236,6 @@ def comparison_html(groups: Mapping[str, pd.DataFrame], table: pd.DataFrame, *, 
 
 def compare_runs(run_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], **kwargs) -> Path:
     """Compare run directories (or the targets of a single run); write compare.csv and compare.html."""
-    from .html import esc, page
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     groups = load_groups(run_dirs)

@@ -6,7 +6,6 @@ when there is nothing to show, so a run with 0 turns still gets a readable repor
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import os
@@ -18,98 +17,15 @@ import pandas as pd
 from ..records import REASONS
 from . import plots
 from .aggregate import (METRICS, group_stats, load_sessions, load_turns, read_meta, summarize, summary_by_turn,
-                        target_order, write_tables)
-from .check import evaluate, parse_threshold
+                        write_tables)
 from .compare import compare, comparison_html, split_targets
 from .tools import TOOL_METRICS, has_tools, tools_html
+from .markup import esc, figure, fmt_num, page, section, table
+from .verdict import Verdict, expectation_counts, judge_frames
 
 PACING_WARN_MS = 10.0
 SLOWEST = 15
 MAX_ROWS = 50
-
-CSS = """
-:root{--fg:#1d2330;--muted:#667085;--line:#e4e7ec;--bg:#f6f7f9;--card:#fff;--good:#1a7f37;--bad:#c62828;
---warn:#8a5a00;--accent:#2f5fa7}
-*{box-sizing:border-box}
-body{margin:0;background:var(--bg);color:var(--fg);font:14px/1.45 -apple-system,"Segoe UI",Roboto,
-"DejaVu Sans",Helvetica,Arial,sans-serif}
-main{max-width:1320px;margin:0 auto;padding:20px 28px 60px}
-header h1{margin:0 0 4px;font-size:24px}
-h2{font-size:18px;margin:0 0 12px;padding-bottom:6px;border-bottom:1px solid var(--line)}
-h3{font-size:14px;margin:18px 0 8px}
-section{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:16px 20px;margin:16px 0}
-nav{margin:10px 0 0;font-size:13px}nav a{color:var(--accent);margin-right:14px;text-decoration:none}
-.muted{color:var(--muted)}.small{font-size:12px}
-.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(290px,1fr));gap:14px}
-.card{border:1px solid var(--line);border-radius:8px;padding:12px 16px;background:#fbfcfd}
-.card h3{margin:0 0 6px;font-size:15px}.big{font-size:28px;font-weight:600}
-.card dl{display:grid;grid-template-columns:auto auto;gap:2px 12px;margin:8px 0 0}
-.card dt{color:var(--muted)}.card dd{margin:0;text-align:right;font-variant-numeric:tabular-nums}
-table{border-collapse:collapse;width:100%;font-size:13px;font-variant-numeric:tabular-nums}
-th,td{border-bottom:1px solid var(--line);padding:5px 8px;text-align:left;vertical-align:top}
-th{background:#f0f2f5;font-weight:600;white-space:nowrap}
-tbody tr:nth-child(even){background:#fafbfc}
-td.num,th.num{text-align:right}
-.scroll{overflow-x:auto}th.grp,td.grp{border-left:2px solid var(--line)}th.grp{text-align:center}
-figure{margin:12px 0}figure svg,figure img{width:100%;height:auto;display:block}
-.banner{border-radius:8px;padding:12px 16px;margin:16px 0;border:1px solid}
-.banner.warn{background:#fff8e1;border-color:#f0c36d;color:var(--warn)}
-.banner.bad{background:#fdecea;border-color:#f3a7a0;color:var(--bad)}
-.banner.ok{background:#edf7ee;border-color:#a6d5ab;color:var(--good)}
-.verdict{padding:1px 7px;border-radius:10px;font-size:12px;white-space:nowrap}
-.verdict.bad{background:#fdecea;color:var(--bad)}.verdict.good{background:#e6f4ea;color:var(--good)}
-.verdict.neutral{background:#f0f2f5;color:var(--muted)}
-.pass{color:var(--good);font-weight:600}.fail{color:var(--bad);font-weight:600}
-code,pre{font-family:"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:12px}
-pre{background:#f6f8fa;padding:8px;border-radius:6px;overflow-x:auto;white-space:pre-wrap}
-.grid2{display:grid;grid-template-columns:1fr 1fr;gap:16px}
-@media (max-width:900px){.grid2{grid-template-columns:1fr}}
-"""
-
-
-def esc(x: Any) -> str:
-    return html.escape("" if x is None else str(x), quote=True)
-
-
-def _nan(x: Any) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA
-
-
-def fmt_num(x: Any, pct: bool = False, signed: bool = False) -> str:
-    """A number for a table cell: ms to 0 decimals (≥100) or 1, rates as %, '-' for missing."""
-    if _nan(x):
-        return "-"
-    x = float(x)
-    sign = "+" if signed else ""
-    if pct:
-        return f"{x * 100:{sign}.2f}%" if not signed else f"{x * 100:+.2f} pp"
-    if abs(x) >= 100:
-        return f"{x:{sign},.0f}"
-    return f"{x:{sign}.1f}" if abs(x) >= 1 or x == 0 else f"{x:{sign}.3f}"
-
-
-def page(title: str, body: str) -> str:
-    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            f"<meta name='viewport' content='width=device-width,initial-scale=1'>"
-            f"<title>{esc(title)}</title><style>{CSS}</style></head><body><main>\n{body}\n</main></body></html>\n")
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], num: Sequence[int] = ()) -> str:
-    """Table from pre-escaped cell markup; columns listed in ``num`` are right-aligned."""
-    th = "".join(f"<th class='num'>{esc(h)}</th>" if i in num else f"<th>{esc(h)}</th>"
-                 for i, h in enumerate(headers))
-    body = "".join("<tr>" + "".join(f"<td class='num'>{c}</td>" if i in num else f"<td>{c}</td>"
-                                    for i, c in enumerate(r)) + "</tr>" for r in rows)
-    return f"<div class='scroll'><table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table></div>"
-
-
-def section(sid: str, title: str, body: str) -> str:
-    return f"<section id='{esc(sid)}'><h2>{esc(title)}</h2>\n{body}\n</section>"
-
-
-def figure(name: str, svg: str, empty: str = "no data to plot") -> str:
-    """A plot wrapped in <figure id="plot-NAME">, or a short note when there was nothing to draw."""
-    return f"<figure id='plot-{esc(name)}'>{svg}</figure>" if svg else f"<p class='muted'>{esc(empty)}</p>"
 
 
 # -- sections --------------------------------------------------------------------------------------------
@@ -257,20 +173,45 @@ def _sessions(sessions: pd.DataFrame) -> str:
     return "".join(out)
 
 
-def _thresholds(meta: Mapping[str, Any], df: pd.DataFrame) -> str:
-    texts = [t for t in meta.get("thresholds") or [] if isinstance(t, str)]
-    if not texts:
-        return ""
+def _verdict(df: pd.DataFrame, sessions: pd.DataFrame, meta: Mapping[str, Any]) -> Verdict | str:
+    """The run's verdict (verdict.judge_frames, as the console and the exit code), or why there is none."""
     try:
-        results = evaluate(df, [parse_threshold(t) for t in texts],
-                           targets=target_order(df, meta, include_unseen=True))
-    except ValueError as exc:
-        return section("thresholds", "Thresholds", f"<p class='fail'>{esc(exc)}</p>")
-    rows = [[f"<span class='{'pass' if r.passed else 'fail'}'>{'PASS' if r.passed else 'FAIL'}</span>",
-             esc(r.target or "(all)"), f"<code>{esc(r.threshold.expr)} {esc(r.threshold.op)} "
-             f"{r.threshold.limit:g}</code>", fmt_num(r.actual), esc(r.detail)]
-            for r in results]
-    return section("thresholds", "Thresholds", table(["result", "target", "threshold", "actual", "detail"], rows))
+        return judge_frames(df, sessions, meta)
+    except ValueError as exc:  # a threshold in run.json that no longer parses
+        return str(exc)
+
+
+def _verdict_banner(v: Verdict | str) -> str:
+    """The first thing the report says: PASS, FAIL or INCOMPLETE, and exactly what failed."""
+    if isinstance(v, str):
+        return f"<div class='banner bad' id='verdict'><b>VERDICT: unknown.</b> {esc(v)}</div>"
+    cls = {"PASS": "ok", "FAIL": "bad"}.get(v.status, "warn")
+    items = v.reasons or [v.line().partition(" — ")[2] or "complete; no threshold or expectation failed"]
+    body = "".join(f"<li>{esc(r)}</li>" for r in items + v.notes)
+    return (f"<div class='banner {cls}' id='verdict'><b>VERDICT: {esc(v.status)}</b> "
+            f"<span class='small'>(exit code {v.exit_code})</span><ul>{body}</ul></div>")
+
+
+def _thresholds(v: Verdict | str) -> str:
+    """Thresholds and expectations side by side: the two things a verdict is made of."""
+    if isinstance(v, str):
+        return section("thresholds", "Thresholds and expectations", f"<p class='fail'>{esc(v)}</p>")
+    parts = []
+    if v.thresholds:
+        rows = [[f"<span class='{'pass' if r.passed else 'fail'}'>{'PASS' if r.passed else 'FAIL'}</span>",
+                 esc(r.target or "(all)"), f"<code>{esc(r.threshold.expr)} {esc(r.threshold.op)} "
+                 f"{r.threshold.limit:g}</code>", fmt_num(r.actual), esc(r.detail)]
+                for r in v.thresholds]
+        parts.append("<h3>Thresholds</h3>" + table(["result", "target", "threshold", "actual", "detail"], rows))
+    exp = v.expectations
+    if exp:
+        rows = [[f"<span class='{'fail' if bad else 'pass'}'>{'FAIL' if bad else 'PASS'}</span>",
+                 f"<code>{esc(name)}</code>", f"{n:,}", f"{bad:,}"] for name, (n, bad) in exp.items()]
+        parts.append("<h3>Expectations</h3>" + table(["result", "expectation", "checked", "failed"], rows,
+                                                      num=(2, 3)))
+    if not parts:
+        return ""
+    return section("thresholds", "Thresholds and expectations", "".join(parts))
 
 
 def _meta(meta: Mapping[str, Any]) -> str:
@@ -311,14 +252,16 @@ def render(df: pd.DataFrame, sessions: pd.DataFrame, meta: Mapping[str, Any], na
     sub = " · ".join(x for x in (when, f"{len(df):,} turns, {len(sessions):,} sessions, targets: "
                                         f"{', '.join(order) or '-'}") if x)
     has = bool(len(df))
-    nav = [("overview", "Overview", True), ("thresholds", "Thresholds", bool(meta.get("thresholds"))),
+    verdict = _verdict(df, sessions, meta)
+    nav = [("overview", "Overview", True), ("thresholds", "Thresholds",
+                                            bool(meta.get("thresholds")) or bool(expectation_counts(df))),
            ("compare", "Targets compared", len(groups) >= 2), ("latency", "Latency", has),
            ("failures", "Failures", has), ("slowest", "Slowest turns", has),
            ("expectations", "Expectations", has), ("tools", "Tool calls", has_tools(df)),
            ("sessions", "Sessions", True), ("run", "Run", True)]
     parts = [f"<header><h1>{esc(title)}</h1><div class='muted'>{esc(sub)}</div><nav>"
              + "".join(f"<a href='#{a}'>{esc(b)}</a>" for a, b, show in nav if show) + "</nav></header>",
-             _banners(meta, df)]
+             _verdict_banner(verdict), _banners(meta, df)]
     if len(df):
         stats = group_stats(df)
         parts.append(section("overview", "Overview", _cards(summary) + (
@@ -326,7 +269,7 @@ def render(df: pd.DataFrame, sessions: pd.DataFrame, meta: Mapping[str, Any], na
             f"{fmt_num(stats['completeness'], pct=True)}, first-audio p95 {fmt_num(stats['first_audio_ms_p95'])} ms. "
             "Percentiles over valid turns (numpy linear interpolation); latencies from the true end of user "
             "speech.</p>")))
-        parts.append(_thresholds(meta, df))
+        parts.append(_thresholds(verdict))
         if len(groups) >= 2:
             parts.append(section("compare", "Targets compared",
                                  comparison_html(groups, compare(groups), cdf=False)))
@@ -346,7 +289,7 @@ def render(df: pd.DataFrame, sessions: pd.DataFrame, meta: Mapping[str, Any], na
             parts.append(section("tools", "Tool calls", tools_html(df)))
     else:
         parts.append(section("overview", "Overview", "<p class='muted'>No turns recorded.</p>"))
-        parts.append(_thresholds(meta, df))
+        parts.append(_thresholds(verdict))
     parts.append(section("sessions", "Session outcomes", _sessions(sessions)))
     parts.append(section("run", "Run", _meta(meta)))
     return page(title, "\n".join(p for p in parts if p))

@@ -18,34 +18,18 @@ import sys
 from typing import Any
 
 from .profiles import DEFAULT_PROFILE, ProfileError
+from ..simulator_cli import DESCRIPTION, add_arguments
 from .runner import CA_PREFIX, READY_PREFIX, STATS_PREFIX
 from .server import PATH, Simulator
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m harness.simulator", description=__doc__.splitlines()[0])
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8765, help="0 picks a free port")
-    p.add_argument("--profile", default=DEFAULT_PROFILE, help="ideal|realistic|degraded|chaos or a YAML file")
-    p.add_argument("--truth-log", default=None, help="ground-truth JSONL, one line per response")
-    p.add_argument("--seed", type=int, default=None, help="overrides the profile's seed")
-    p.add_argument("--overrides", default=None, help="JSON object merged over the profile (dotted keys allowed)")
-    p.add_argument("--stats-file", default=None, help="write final stats JSON here on shutdown")
-    p.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU (benchmarks)")
-    p.add_argument("--exit-with-parent", action="store_true", help="stop when the parent process dies")
-    p.add_argument("--log-level", default="WARNING")
-    t = p.add_argument_group("TLS (serve wss://)")
-    t.add_argument("--tls-cert", default=None, help="PEM certificate chain of the server")
-    t.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
-    t.add_argument("--tls-self-signed", action="store_true",
-                   help="generate a local CA and a loopback certificate at start; prints the CA file to trust")
-    t.add_argument("--tls-dir", default=None, help="where --tls-self-signed writes its files (default: a temp dir)")
-    return p
+    return add_arguments(argparse.ArgumentParser(prog="python -m harness.simulator", description=DESCRIPTION))
 
 
 async def _serve(args: argparse.Namespace, overrides: dict[str, Any] | None, tls: Any) -> dict[str, Any]:
-    sim = Simulator(args.profile, truth_log=args.truth_log, seed=args.seed, host=args.host, port=args.port,
-                    overrides=overrides, ssl_context=tls)
+    sim = Simulator(args.profile or DEFAULT_PROFILE, truth_log=args.truth_log, seed=args.seed, host=args.host,
+                    port=args.port, overrides=overrides, ssl_context=tls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):  # before the ready line: a parent may stop us at once
@@ -85,7 +69,11 @@ async def _watch_parent(ppid: int, stop: asyncio.Event) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return serve(build_parser().parse_args(argv))
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Serve with parsed options (``voiceload simulate`` parses them with the same declaration)."""
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
