@@ -301,7 +301,7 @@ def test_validate_connect_says_it_could_not_connect(tmp_path):
                                    "auth: {kind: none}}")
     proc = vl("validate", "--connect", str(p))
     assert proc.returncode == 1
-    assert "✗ local: could not connect: connection refused" in proc.stdout, proc.stdout
+    assert "✗ local: connection refused or unreachable" in proc.stdout, proc.stdout
     assert "connected but" not in proc.stdout
 
 

@@ -37,10 +37,12 @@ def _probe(scenario: Scenario, endpoint: Any, out: Any) -> int:
     except Exception as exc:
         print(f"  ✗ {endpoint.name}: {auth.redact(auth.diagnose(exc))}", file=out)
         return 1
-    if rec.outcome in ("rejected", "connect_error") or (not rec.server_session_id and rec.connect_ms is None):
-        # never reached session.created: a refusal, an unreachable host or a credential that yields no token
+    if rec.outcome in ("rejected", "connect_error"):
         why = auth.diagnose(rec.http_status) if rec.http_status else rec.error
-        print(f"  ✗ {endpoint.name}: could not connect: {auth.redact(why)}", file=out)
+        print(f"  ✗ {endpoint.name}: {auth.redact(why)}", file=out)
+        return 1
+    if not rec.server_session_id and rec.connect_ms is None:  # e.g. no Entra token: never reached the host
+        print(f"  ✗ {endpoint.name}: could not connect: {auth.redact(rec.error)}", file=out)
         return 1
     if not session.records:
         print(f"  ✗ {endpoint.name}: connected but the session was not configured: {auth.redact(rec.error)}",
