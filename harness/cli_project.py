@@ -1,4 +1,4 @@
-"""``voiceload init`` and ``voiceload locustfile``: starting a project outside the repository.
+"""``voiceload init``, ``schema`` and ``locustfile``: starting a project outside the repository.
 
 Kept apart from harness/cli.py (the run/report commands) so each concern has its own module; cli.py
 only calls :func:`add_commands`.
@@ -24,6 +24,10 @@ def add_commands(sub: Any) -> None:
     i.add_argument("--force", action="store_true", help="overwrite an existing file")
     i.set_defaults(func=cmd_init)
 
+    sc = sub.add_parser("schema", help="write the scenario JSON Schema (default: print it) for editors and CI")
+    sc.add_argument("out", nargs="?", default="-", help="file to write, - for standard output")
+    sc.set_defaults(func=lambda a: __import__("harness.scenario_schema", fromlist=["main"]).main([a.out]))
+
     lf = sub.add_parser("locustfile", help="print the path of the Locust file: locust -f \"$(voiceload locustfile)\"")
     lf.set_defaults(func=cmd_locustfile)
 
@@ -42,10 +46,9 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def _schema_ref() -> str | None:
     """The installed JSON Schema's file URI for the editor line, when the package carries one."""
-    from . import paths
+    from .scenario_schema import SHIPPED
 
-    schema = paths.PACKAGE / "scenario.schema.json"
-    return schema.as_uri() if schema.is_file() else None
+    return SHIPPED.as_uri() if SHIPPED.is_file() else None
 
 
 def cmd_locustfile(args: argparse.Namespace) -> int:

@@ -14,6 +14,27 @@ from typing import Any, Callable, Iterable
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
 
+@dataclass(frozen=True)
+class Note:
+    """One thing a parser asked an accessor below to read: the declarations harness.declarations walks
+    (for the JSON Schema and the field reference), so the parser stays the one source of truth."""
+
+    kind: str  # keys | int | float | bool | str | duration | mapping | list
+    path: str  # the parent's field path, as in error messages ("load", "conversation[0].expect")
+    key: str | None  # the field read (None for "keys": ``meta["allowed"]`` lists them)
+    meta: dict[str, Any]
+
+
+_trace: list[Note] | None = None  # set only while harness.declarations records a probe parse
+
+
+def record(notes: list[Note] | None) -> list[Note] | None:
+    """Start (a list) or stop (None) recording accessor calls; returns the previous recorder."""
+    global _trace
+    previous, _trace = _trace, notes
+    return previous
+
+
 class ValidationError(ValueError):
     """All problems found in one document; ``str()`` lists one ``file: path: message`` per line."""
 
@@ -85,6 +106,8 @@ def join(path: str, key: str) -> str:
 
 def check_keys(data: dict[str, Any], allowed: Iterable[str], path: str, problems: Problems) -> None:
     allowed = list(allowed)
+    if _trace is not None:
+        _trace.append(Note("keys", path, None, {"allowed": tuple(allowed)}))
     for key in data:
         if key not in allowed:
             hint = _closest(str(key), allowed)
@@ -101,6 +124,8 @@ def _closest(key: str, options: list[str]) -> str | None:
 
 def get_int(data: dict[str, Any], key: str, path: str, problems: Problems, default: int | None = None, *,
             lo: int | None = None, hi: int | None = None) -> int | None:
+    if _trace is not None:
+        _trace.append(Note("int", path, key, {"default": default, "lo": lo, "hi": hi}))
     value = data.get(key, default)
     if value is None:
         return None
@@ -114,6 +139,8 @@ def get_int(data: dict[str, Any], key: str, path: str, problems: Problems, defau
 
 def get_float(data: dict[str, Any], key: str, path: str, problems: Problems, default: float | None = None, *,
               lo: float | None = None, hi: float | None = None) -> float | None:
+    if _trace is not None:
+        _trace.append(Note("float", path, key, {"default": default, "lo": lo, "hi": hi}))
     value = data.get(key, default)
     if value is None:
         return None
@@ -139,6 +166,8 @@ def _bounded(value: Any, path: str, problems: Problems, lo: Any, hi: Any, defaul
 
 
 def get_bool(data: dict[str, Any], key: str, path: str, problems: Problems, default: bool = False) -> bool:
+    if _trace is not None:
+        _trace.append(Note("bool", path, key, {"default": default}))
     value = data.get(key, default)
     if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
         return value.lower() in ("true", "yes", "1")
@@ -150,6 +179,9 @@ def get_bool(data: dict[str, Any], key: str, path: str, problems: Problems, defa
 
 def get_str(data: dict[str, Any], key: str, path: str, problems: Problems, default: str | None = None, *,
             choices: Iterable[str] | None = None) -> str | None:
+    choices = None if choices is None else tuple(choices)
+    if _trace is not None:
+        _trace.append(Note("str", path, key, {"default": default, "choices": choices}))
     value = data.get(key, default)
     if value is None:
         return None
@@ -167,6 +199,8 @@ def get_str(data: dict[str, Any], key: str, path: str, problems: Problems, defau
 
 
 def get_dict(data: dict[str, Any], key: str, path: str, problems: Problems) -> dict[str, Any]:
+    if _trace is not None:
+        _trace.append(Note("mapping", path, key, {}))
     value = data.get(key)
     if value is None:
         return {}
@@ -177,6 +211,8 @@ def get_dict(data: dict[str, Any], key: str, path: str, problems: Problems) -> d
 
 
 def get_list(data: dict[str, Any], key: str, path: str, problems: Problems) -> list[Any]:
+    if _trace is not None:
+        _trace.append(Note("list", path, key, {}))
     value = data.get(key)
     if value is None:
         return []
@@ -210,6 +246,8 @@ def parse_duration(value: Any) -> float:
 
 def get_duration(data: dict[str, Any], key: str, path: str, problems: Problems, default: float | None = None, *,
                  lo: float = 0.0, hi: float | None = None) -> float | None:
+    if _trace is not None:
+        _trace.append(Note("duration", path, key, {"default": default, "lo": lo, "hi": hi}))
     if data.get(key) is None:
         return default
     try:

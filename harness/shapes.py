@@ -14,6 +14,7 @@ from .schema import parse_duration
 
 WORKER_REPORT_INTERVAL_S = 3.0  # locust.runners.WORKER_REPORT_INTERVAL
 
+INT_MAX = 20000  # bound of every integer shape parameter (users, callers...)
 _PARAMS: dict[str, dict[str, str]] = {
     "flat": {},
     "step": {"start_users": "int", "step_users": "int", "step_every": "duration", "max_users": "int"},
@@ -33,8 +34,8 @@ def validate_shape(shape: Any, path: str) -> list[tuple[str, str]]:
         if kind is None:
             problems.append((f"{path}.{key}", f"unknown parameter for shape {shape.type!r} "
                                               f"(allowed: {', '.join(allowed) or 'none'})"))
-        elif kind == "int" and (isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > 20000):
-            problems.append((f"{path}.{key}", f"expected an integer between 0 and 20000, got {value!r}"))
+        elif kind == "int" and (isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > INT_MAX):
+            problems.append((f"{path}.{key}", f"expected an integer between 0 and {INT_MAX}, got {value!r}"))
         elif kind == "duration":
             try:
                 if parse_duration(value) <= 0:

@@ -6,10 +6,13 @@ mode x use case goes through the CLI's validate in-process (cheap), with and wit
 
 from __future__ import annotations
 
+import json
+
+import jsonschema
 import pytest
 import yaml
 
-from harness import cli
+from harness import cli, scenario_schema
 from harness.scenario import load_scenario
 from harness.starter import MODES, USE_CASES
 
@@ -22,7 +25,10 @@ def test_every_starter_validates_offline_and_against_an_endpoint(tmp_path, capsy
     assert cli.main(["validate", str(path)]) == 0, capsys.readouterr().err
     text = path.read_text()
     assert f"starter scenario: {use_case}, {mode} mode" in text
-    assert yaml.safe_load(text)["conversation"]  # comments aside, plain YAML
+    # the editor line points at the installed schema, and the starter passes that schema
+    assert text.splitlines()[0] == f"# yaml-language-server: $schema={scenario_schema.SHIPPED.as_uri()}"
+    schema = json.loads(scenario_schema.SHIPPED.read_text(encoding="utf-8"))
+    assert not list(jsonschema.Draft202012Validator(schema).iter_errors(yaml.safe_load(text)))
     offline = load_scenario(path)
     assert offline.targets[0].embedded and offline.conversation
     monkeypatch.setenv("VOICELOAD_ENDPOINT", "https://example.services.ai.azure.com")

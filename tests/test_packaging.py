@@ -79,6 +79,7 @@ def test_wheel_carries_the_fixture_library_profiles_scenarios_and_locust_file(in
     for p in (ROOT / "scenarios").glob("*.yaml"):
         assert f"harness/_shipped/scenarios/{p.name}" in names
     assert "harness/locustfile.py" in names and "harness/simulator/replies/replies.yaml" in names
+    assert "harness/scenario.schema.json" in names
 
 
 def test_installed_init_validate_and_run_from_an_unrelated_directory(installed, tmp_path):
@@ -89,6 +90,10 @@ def test_installed_init_validate_and_run_from_an_unrelated_directory(installed, 
     init = _run([vl, "init", "--use-case", "tutor"], tmp_path)
     assert init.returncode == 0, init.stderr
     assert (tmp_path / "voiceload.yaml").is_file() and "voiceload.yaml" in init.stdout
+    schema_line = (tmp_path / "voiceload.yaml").read_text().splitlines()[0]  # the installed schema, for editors
+    uri = schema_line.removeprefix("# yaml-language-server: $schema=")
+    assert uri.startswith("file://") and Path(uri.removeprefix("file://")).is_file(), schema_line
+    assert Path(uri.removeprefix("file://")).is_relative_to(bin_dir.parent)
     again = _run([vl, "init", "--use-case", "tutor"], tmp_path)
     assert again.returncode == 2 and "already exists" in again.stderr  # never overwrites silently
     val = _run([vl, "validate", "voiceload.yaml"], tmp_path)
