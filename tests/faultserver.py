@@ -245,8 +245,10 @@ Script = Callable[[Conn], None]
 class ScriptServer:
     """A loopback WebSocket server running ``script(conn)`` for every accepted connection."""
 
-    def __init__(self, script: Script, *, path: str = "/voice-live/realtime", max_size: int | None = None) -> None:
+    def __init__(self, script: Script, *, path: str = "/voice-live/realtime", max_size: int | None = None,
+                 conn_class: type[Conn] = Conn) -> None:
         self.script = script
+        self.conn_class = conn_class
         self.path = path
         self.max_size = max_size
         self.server = StreamServer(("127.0.0.1", 0), self._handle)
@@ -260,7 +262,7 @@ class ScriptServer:
     def _handle(self, sock: socket.socket, _addr: Any) -> None:
         self.connections += 1
         sock.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_NODELAY, 1)
-        conn = Conn(sock, self.max_size)
+        conn = self.conn_class(sock, self.max_size)
         try:
             with gevent.Timeout(30, False):  # no script outlives half a minute
                 if conn.accept():

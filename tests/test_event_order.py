@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
+
+import numpy as np
 
 from harness.protocol import session as ps
 from harness.simulator import start_simulator
@@ -83,3 +88,84 @@ def test_realtime_models_keep_the_realtime_order():
     assert "conversation.item.input_audio_transcription.delta" in types
     # interleaved, audio first
     assert types.index("response.audio.delta") < types.index("response.audio_transcript.delta")
+
+
+
+ORDER_PROFILE = """
+name: order-{order}
+seed: 11
+# Anchored at the true end of speech (past the VAD decision): the seeded delay is all there is.
+first_audio_anchor: speech_end
+first_audio_delay_ms: {{dist: lognormal, median: 900, sigma: 0.2, min: 750, max: 2000}}
+response_created_delay_ms: {{dist: fixed, value: 40}}
+transcription_delay_ms: {{dist: lognormal, median: 200, sigma: 0.5, min: 20, max: 2000}}
+chunk_ms: 100
+audio_pace: 4.0
+reply_length_ms: 1000
+vad_batch_ms: 20
+event_order: {order}
+quotas: none
+"""
+ORDER_SCENARIO = """
+name: order
+targets:
+  - {{name: cascaded, embedded: true, profile: {cascaded}}}
+  - {{name: realtime, embedded: true, profile: {realtime}}}
+session:
+  turn_detection: {{type: server_vad, silence_duration_ms: 500}}
+  input_audio_transcription: {{model: azure-speech}}
+conversation:
+  - {{fixture: car_call_mom, pause_ms: 300}}
+  - {{fixture: car_eta, pause_ms: 300}}
+  - {{fixture: car_temperature, pause_ms: 300}}
+audio: {{trailing_silence_ms: 300}}
+load: {{users: 6, spawn_rate: 20, duration: 60s, sessions_per_user: 1, turn_timeout: 10s, stop_timeout: 10s}}
+"""
+
+
+def test_harness_first_audio_is_the_same_under_both_orders(tmp_path):
+    """Two embedded simulators with the same profile and seed, one in each order, driven side by side by
+    one `voiceload run`. The order moves events, never the instants the metrics use: per turn (paired by
+    the simulator's session and turn, i.e. the same seeded delay) the harness's first-audio figures agree
+    within 1 ms once each simulator's own timer lateness (on this shared machine up to ~10 ms, not an
+    effect of the order) is taken out, and in each order the harness equals the truth within 1 ms."""
+    profiles = {}
+    for order in ("cascaded", "realtime"):
+        profiles[order] = tmp_path / f"{order}.yaml"
+        profiles[order].write_text(ORDER_PROFILE.format(order=order))
+    scenario = tmp_path / "order.yaml"
+    scenario.write_text(ORDER_SCENARIO.format(**{k: str(v) for k, v in profiles.items()}))
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(scenario), "--out", str(out), "--quiet"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    turns = [json.loads(line) for line in (out / "turns.jsonl").read_text().splitlines()]
+    assert len(turns) == 18 and all(t["complete"] for t in turns), turns
+    # sessions_per_user: 1 means six sessions, not callers replaced until the 60 s duration ends
+    assert len((out / "sessions.jsonl").read_text().splitlines()) == 6
+    paired: dict[str, dict[tuple[int, int], tuple[float, float]]] = {}
+    for order in profiles:
+        truth = {t["response_id"]: t for t in (json.loads(x) for x in (out / f"truth-{order}.jsonl").read_text().splitlines())}
+        mine = [t for t in turns if t["target"] == order]
+        assert len(mine) == 9 and len(truth) == 9
+        by_turn = {}
+        for t in mine:
+            tr = truth[t["response_id"]]
+            assert abs(t["first_audio_ms"] - tr["first_audio_ms_truth"]) < 1.0, (t, tr)  # harness == truth
+            lateness = tr["first_audio_ms_truth"] - tr["injected_delay_ms"]  # the simulator's timer, not the order
+            assert 0 <= lateness < 50
+            by_turn[(tr["session_index"], tr["turn_index"])] = (t["first_audio_ms"], t["first_audio_ms"] - lateness)
+        paired[order] = by_turn
+    assert paired["cascaded"].keys() == paired["realtime"].keys()
+    keys = sorted(paired["cascaded"])
+    raw = {o: np.array([paired[o][k][0] for k in keys]) for o in paired}
+    net = {o: np.array([paired[o][k][1] for k in keys]) for o in paired}
+    pct = {o: (np.percentile(raw[o], 50), np.percentile(raw[o], 95), np.percentile(net[o], 50),
+               np.percentile(net[o], 95)) for o in paired}
+    c, r = pct["cascaded"], pct["realtime"]
+    print(f"\nfirst_audio_ms p50/p95 cascaded {c[0]:.2f}/{c[1]:.2f} realtime {r[0]:.2f}/{r[1]:.2f} "
+          f"(diff {c[0] - r[0]:+.2f}/{c[1] - r[1]:+.2f}); without the simulators' timer lateness: cascaded "
+          f"{c[2]:.2f}/{c[3]:.2f} realtime {r[2]:.2f}/{r[3]:.2f} (diff {c[2] - r[2]:+.2f}/{c[3] - r[3]:+.2f}); "
+          f"per-turn max |diff| {np.abs(net['cascaded'] - net['realtime']).max():.3f}")
+    assert np.abs(net["cascaded"] - net["realtime"]).max() <= 1.0
+    assert abs(c[2] - r[2]) <= 1.0 and abs(c[3] - r[3]) <= 1.0

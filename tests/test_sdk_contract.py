@@ -211,3 +211,39 @@ def test_sdk_cancel_and_error_events_are_typed():
     done = events[-1].response
     assert done.status == m.ResponseStatus.CANCELLED
     assert isinstance(done.status_details, m.ResponseCancelledDetails) and done.status_details.reason == "client_cancelled"
+
+
+@pytest.mark.parametrize("api_version", ["2026-07-15", "2026-06-01-preview"])
+def test_sdk_parses_the_cascaded_order_and_the_optional_events(api_version):
+    """A cascaded model (gpt-4.1): transcription completed before the user's item, the transcript before
+    the audio; warning, word-timestamp and viseme events typed; rate_limits.updated (documented, not in
+    the SDK enum) the only untyped one. session.created per api-version: agent null, expires_at only
+    from 2026-07-15."""
+    over = {**AUTH, "rate_limits_event": True, "warning_event": True, "audio_timestamp_events": True,
+            "viseme_events": True, "quotas": "azure_s0"}
+
+    async def main(port):
+        async with connect(credential=AzureKeyCredential("sdk-key"), endpoint=f"http://127.0.0.1:{port}",
+                           model="gpt-4.1", api_version=api_version) as conn:
+            return await one_turn(conn, "car_eta", speed=4.0)
+
+    with start_simulator("ideal", overrides=over) as sim:
+        events = asyncio.run(main(sim.port))
+    rate_limits = [e for e in events if e.type == "rate_limits.updated"]
+    assert len(rate_limits) == 1 and {r["name"] for r in rate_limits[0]["rate_limits"]} == {"requests", "tokens"}
+    events = [e for e in events if e.type != "rate_limits.updated"]
+    check_turn(events, "car_eta")
+    types = [e.type for e in events]
+    user_item = types.index(T.CONVERSATION_ITEM_CREATED)
+    assert types[user_item - 1] == T.CONVERSATION_ITEM_INPUT_AUDIO_TRANSCRIPTION_COMPLETED
+    assert types[user_item - 2] == T.INPUT_AUDIO_BUFFER_COMMITTED
+    assert types.index(T.RESPONSE_AUDIO_TRANSCRIPT_DELTA) < types.index(T.RESPONSE_AUDIO_DELTA)
+    assert T.CONVERSATION_ITEM_INPUT_AUDIO_TRANSCRIPTION_DELTA not in types
+    for t in (T.WARNING, T.RESPONSE_AUDIO_TIMESTAMP_DELTA, T.RESPONSE_AUDIO_TIMESTAMP_DONE,
+              T.RESPONSE_ANIMATION_VISEME_DELTA, T.RESPONSE_ANIMATION_VISEME_DONE):
+        assert t in types, t
+    stamp = next(e for e in events if e.type == T.RESPONSE_AUDIO_TIMESTAMP_DELTA)
+    assert stamp.text and stamp.audio_duration_ms > 0 and stamp.timestamp_type == "word"
+    session = events[0].session
+    assert session.agent is None and session.model == "gpt-4.1"
+    assert (session.expires_at is not None) == (api_version == "2026-07-15")

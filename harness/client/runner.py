@@ -98,6 +98,7 @@ class LoadRunner:
         self.pool = gevent.pool.Group()
         self.users: list[gevent.Greenlet] = []
         self._retiring: set[int] = set()
+        self._finished: set[int] = set()  # users that ran their sessions_per_user: done, not to be replaced
         self._user_ids = itertools.count()
         self._session_ids = itertools.count()
         self.active = 0
@@ -155,7 +156,9 @@ class LoadRunner:
             if want is None:
                 return
             users, rate = want
-            alive = [g for g in self.users if not g.dead and id(g) not in self._retiring]
+            if self._finished and len(self._finished) >= users and all(g.dead for g in self.users):
+                return  # every caller ran its sessions_per_user: nothing left to do
+            alive = [g for g in self.users if (not g.dead or id(g) in self._finished) and id(g) not in self._retiring]
             if users > len(alive):
                 n = min(users - len(alive), max(1, int(rate)))
                 for _ in range(n):
@@ -222,6 +225,7 @@ class LoadRunner:
             if self.stopping or id(me) in self._retiring:
                 return
             if self.sessions_per_user is not None and j >= self.sessions_per_user:
+                self._finished.add(id(me))
                 return
             endpoint = self.endpoints[(uid + j) % len(self.endpoints)]
             rec = self.run_one(endpoint, retiring=lambda: id(me) in self._retiring)
