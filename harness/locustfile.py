@@ -26,6 +26,7 @@ from locust import LoadTestShape, User, between, events, task  # noqa: E402  (lo
 from locust.runners import MasterRunner, WorkerRunner  # noqa: E402
 
 from harness import auth  # noqa: E402
+from harness import locust_coord as coord  # noqa: E402
 from harness.client.endpoints import open_endpoints  # noqa: E402
 from harness.client.gcmode import realtime_gc  # noqa: E402
 from harness.client.runner import MAX_USER_BACKOFF_S  # noqa: E402
@@ -61,6 +62,9 @@ class _State:
         self.release_gc = None  # gcmode.realtime_gc's release while a test runs on this node
         self.worker_active: dict[str, tuple[int, float]] = {}  # master: worker -> (live sessions, when)
         self.window = None  # shapes.StepWindow: the current breakpoint step's turns (master / local)
+        self.coord = None  # locust_coord.Coordinator of the current test (master / local)
+        self.link = None  # how users get connection budget and arrivals (LocalLink / WorkerLink)
+        self.estimate = None  # plan.ScenarioPlan printed at start (master / local)
 
 
 STATE = _State()
@@ -77,6 +81,10 @@ def _options(parser) -> None:
     g.add_argument("--voiceload-profile", default="", env_var="VOICELOAD_PROFILE",
                    help="simulator profile for embedded targets")
     g.add_argument("--voiceload-junit", default="", env_var="VOICELOAD_JUNIT", help="JUnit XML for thresholds")
+    g.add_argument("--voiceload-prices", default="", env_var="VOICELOAD_PRICES",
+                   help="price table YAML for the start-up cost estimate (default: harness/prices.yaml)")
+    g.add_argument("--voiceload-max-cost", type=float, default=None, env_var="VOICELOAD_MAX_COST",
+                   help="refuse to start (exit 2) if the estimated cost is above this many US dollars")
 
 
 def _load(environment) -> None:
@@ -95,6 +103,8 @@ def _init(environment, **_kw) -> None:
     auth.install_log_redaction()
     runner = environment.runner
     if isinstance(runner, WorkerRunner):
+        STATE.link = coord.WorkerLink(runner)
+        coord.register(runner, lambda: None, STATE.link)
         return  # options (the scenario path) arrive with the first spawn message
     _load(environment)
     opts = environment.parsed_options
@@ -105,6 +115,7 @@ def _init(environment, **_kw) -> None:
     drain = environment.stop_timeout + (3.0 + 2.0 if isinstance(runner, MasterRunner) else 1.0)
     STATE.plan = make_plan(STATE.scenario.load, users=opts.num_users, spawn_rate=opts.spawn_rate,
                            duration_s=duration, drain_s=drain)
+    STATE.estimate = _estimate(opts, duration)
     from harness.rundir import OutputError, RunOutput
 
     try:
@@ -123,6 +134,31 @@ def _init(environment, **_kw) -> None:
     STATE.output.on_write_error = _write_failed
     if isinstance(runner, MasterRunner):
         runner.register_message("voiceload_flush", lambda env, msg: _receive(msg.node_id, msg.data))
+        coord.register(runner, lambda: STATE.coord, None)
+    if STATE.estimate is not None:
+        from harness.plan import plan_dict
+
+        STATE.output.meta["plan"] = plan_dict(STATE.estimate)
+
+
+def _estimate(opts, duration):
+    """The plan's estimate at start (harness/plan.py); exit 2 above --voiceload-max-cost."""
+    from harness.plan import PriceError, format_plan, load_prices, plan_scenario
+    from harness.schema import parse_duration
+
+    try:
+        sp = plan_scenario(STATE.scenario, prices=load_prices(opts.voiceload_prices or None), users=opts.num_users,
+                           spawn_rate=opts.spawn_rate, duration_s=parse_duration(duration) if duration else None,
+                           profile=opts.voiceload_profile or None, override_url=opts.voiceload_target or None)
+    except (PriceError, ValueError) as exc:
+        log.error("voiceload: %s", exc)
+        sys.exit(2)
+    log.info("voiceload plan:\n%s", format_plan(sp))
+    if opts.voiceload_max_cost is not None and sp.cost_usd > opts.voiceload_max_cost:
+        log.error("voiceload: refusing to start: the estimated cost $%.2f is above --voiceload-max-cost $%.2f",
+                  sp.cost_usd, opts.voiceload_max_cost)
+        sys.exit(2)
+    return sp
 
 
 def _explicit(*flags: str) -> bool:
@@ -158,13 +194,23 @@ class VoiceUser(User):
     def call(self) -> None:
         sc = STATE.scenario
         n = STATE.sessions_started
+        pick = n
+        if sc.load.shape.type == "arrivals":  # open loop: this line takes the next caller on the schedule
+            arrival = STATE.link.next_arrival(lambda: STATE.stopping) if STATE.link is not None else None
+            if arrival is None:
+                gevent.sleep(1.0)  # the schedule is spent: the line stays idle until the shape stops
+                return
+            pick, delay = arrival
+            if delay > 0:
+                gevent.sleep(delay)
         STATE.sessions_started += 1
-        endpoint = STATE.endpoints[n % len(STATE.endpoints)]
+        endpoint = STATE.endpoints[pick % len(STATE.endpoints)]
         worker = getattr(self.environment.runner, "client_id", None) or "local"
         opts = SessionOptions(run_id=STATE.output.run_id if STATE.output else "", worker=worker,
                               session_id=f"{worker}-{n}", seed=n, on_record=self._turn,
                               active_sessions=lambda: STATE.active, stopping=lambda: STATE.stopping,
-                              recording_dir=_recording_dir(self.environment))
+                              recording_dir=_recording_dir(self.environment),
+                              connect_gate=self._gate if STATE.link is not None else None)
         session = CallerSession(sc, endpoint, opts)
         STATE.active += 1
         try:
@@ -174,8 +220,19 @@ class VoiceUser(User):
             self._session(session.record)
         rec = session.record
         self._failures = self._failures + 1 if rec.turns_attempted == 0 and rec.outcome != "ok" else 0
-        if self._failures:  # a target that refuses us is not hammered in a tight loop
+        if rec.retry_after_s:  # throttled: back off as long as the service asked
+            gevent.sleep(min(rec.retry_after_s, MAX_USER_BACKOFF_S * 3))
+        elif self._failures:  # a target that refuses us is not hammered in a tight loop
             gevent.sleep(min(MAX_USER_BACKOFF_S, 2.0 ** (self._failures - 1)))
+
+    def _gate(self, endpoint):
+        """A slot of the resource's connection budget; the wait shows as a QUOTA row, not a failure."""
+        slot = STATE.link.gate(endpoint, lambda: STATE.stopping)
+        if slot is not None and endpoint.limits.connections_per_minute is not None:
+            self.environment.events.request.fire(
+                request_type="QUOTA", name=f"{STATE.scenario.name}:wait for connection budget",
+                response_time=slot.waited_s * 1000, response_length=0, exception=None)
+        return slot
 
     def _turn(self, rec: TurnRecord) -> None:
         fire = self.environment.events.request.fire
@@ -184,9 +241,13 @@ class VoiceUser(User):
         elapsed = rec.first_audio_ms
         if elapsed is None:
             elapsed = max((v for v in rec.marks.values()), default=0.0)
-        fire(request_type="TURN", name=f"{sc.name}:turn{suffix}", response_time=max(0.0, elapsed),
-             response_length=rec.audio_bytes, exception=None if rec.complete else TurnFailed(rec.reason),
-             context={"reason": rec.reason})
+        if rec.throttle:  # the quota's doing, not the agent's: its own row, never a TURN failure
+            fire(request_type="THROTTLED", name=f"{sc.name}:{rec.throttle}{suffix}", response_time=max(0.0, elapsed),
+                 response_length=0, exception=None, context={"reason": rec.reason})
+        else:
+            fire(request_type="TURN", name=f"{sc.name}:turn{suffix}", response_time=max(0.0, elapsed),
+                 response_length=rec.audio_bytes, exception=None if rec.complete else TurnFailed(rec.reason),
+                 context={"reason": rec.reason})
         if rec.vad_ms is not None:
             fire(request_type="VAD", name=f"{sc.name}:vad{suffix}", response_time=max(0.0, rec.vad_ms),
                  response_length=0, exception=None)
@@ -274,6 +335,15 @@ def _receive(client_id: str, payload) -> None:
 def _test_start(environment, **_kw) -> None:
     if STATE.plan is not None:  # master / local: the shape's clock starts now (not at init: web UI)
         STATE.window = StepWindow(STATE.plan, time.time())
+        from harness.arrivals import ArrivalSpec
+
+        runner = environment.runner
+        if STATE.coord is not None:
+            STATE.coord.close()
+        arrivals = ArrivalSpec.from_plan(STATE.plan) if STATE.plan.kind == "arrivals" else None
+        STATE.coord = coord.Coordinator(arrivals, runner if isinstance(runner, MasterRunner) else None)
+        if not isinstance(runner, MasterRunner):
+            STATE.link = coord.LocalLink(STATE.coord)
     if not isinstance(environment.runner, MasterRunner) and STATE.release_gc is None:
         STATE.release_gc = realtime_gc()  # nodes that run users: no collector pause under every session
 
@@ -307,6 +377,8 @@ def _quitting(environment, **_kw) -> None:
     STATE.stack.close()  # stop embedded simulators
     if STATE.output is None:
         return
+    if STATE.coord is not None and STATE.coord.budgets:  # how the connection quota shaped the run
+        STATE.output.meta["quota"] = STATE.coord.summary()
     if STATE.plan is not None and STATE.plan.breakpoint:
         STATE.output.meta["breakpoint"] = STATE.plan.breakpoint
     paths = STATE.output.finish()

@@ -15,6 +15,7 @@ process) and the Locust master, which hands slots to workers (locustfile.py).
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
@@ -248,3 +249,12 @@ def is_session_expiry(message: str) -> bool:
     low = message.lower()
     return "session_expired" in low or ("session" in low and ("expired" in low or "maximum duration" in low
                                                               or "time limit" in low))
+
+
+_RETRY_AFTER_TEXT = re.compile(r"retry after (\d+(?:\.\d+)?) ?(?:s\b|sec|second)", re.I)
+
+
+def retry_after_from_text(message: str) -> float | None:
+    """"Please retry after 12 seconds" in an error message (Azure's wording) -> 12.0."""
+    m = _RETRY_AFTER_TEXT.search(message or "")
+    return float(m.group(1)) if m else None

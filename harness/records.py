@@ -104,7 +104,8 @@ class TurnRecord:
     generator_lag_ms: float | None = None
     valid: bool = True
     # Quotas (harness/quota.py): a turn the service throttled (throttled_tokens, throttled_connections,
-    # capacity) is not a failure of the agent; reports count it apart from completeness.
+    # capacity) or cut at the maximum session length (session_expired) is not a failure of the agent;
+    # reports count it apart from completeness.
     throttle: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -143,8 +144,9 @@ class SessionRecord:
     frames_sent: int = 0
     # Quotas (harness/quota.py).
     budget_wait_ms: float = 0.0  # time spent waiting for the resource's connection budget (not failing)
-    throttled: str = ""  # class of the last 429 at the handshake: throttled_connections | throttled_tokens | capacity
+    throttled: str = ""  # class of the last throttle (handshake 429 or turn): throttled_connections | throttled_tokens | capacity
     throttled_attempts: int = 0  # handshakes answered 429
+    retry_after_s: float | None = None  # Retry-After of a throttled turn: the caller waits this long before its next session
     reconnects: int = 0  # new connections after the server ended the session at its maximum length
     reconnect_gap_ms: list[float] = field(default_factory=list)  # server close -> next session.created, each
 

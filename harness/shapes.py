@@ -96,6 +96,8 @@ class ShapePlan:
         users = self._users_at(elapsed, evaluate)
         if self._stop_at is not None:  # a breakpoint was found during this tick
             return 0, max(self.spawn_rate, 1.0)
+        if self.kind == "arrivals":  # the lines are all open at once; arrivals pace the load
+            return users, max(self.spawn_rate, float(users))
         return users, self.spawn_rate
 
     def _users_at(self, t: float, evaluate: Callable[[float], list[Any]] | None) -> int:

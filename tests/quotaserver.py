@@ -193,7 +193,8 @@ class QuotaServer:
                         send(ev.server_event(ev.ERROR, error={
                             "type": "rate_limit_error", "code": "rate_limit_exceeded",
                             "message": "Requests to the Voice Live API have exceeded the token rate limit "
-                                       "(tokens per minute) of your current pricing tier."}))
+                                       "(tokens per minute) of your current pricing tier. Please retry after "
+                                       f"{self.retry_after_s:g} seconds."}))
                         proto.send_close(1008, "token rate limit exceeded")
                         self._flush(sock, proto)
                         return

@@ -35,18 +35,17 @@ target:
 session:
   turn_detection: null
 conversation:
-  - fixture: car_call_mom
-    pause_ms: 100
-    manual_commit: true
+{turns}
 audio: {{trailing_silence_ms: 100}}
 load:
   users: {users}
   spawn_rate: 1000
   duration: {duration}
-  sessions_per_user: 1
   stop_timeout: 5s
   turn_timeout: 5s
+{more}
 """
+TURN = "  - {fixture: %s, pause_ms: 100, manual_commit: true}"
 
 
 ARRIVALS = """
@@ -66,7 +65,7 @@ conversation:
 audio: {{trailing_silence_ms: 100}}
 load:
   duration: 4s
-  stop_timeout: 10s
+  stop_timeout: 3s
   turn_timeout: 5s
   shape: {{type: arrivals, rate: 6000/min, max_concurrent: {callers}, callers: {callers}, seed: 7}}
 """
@@ -78,9 +77,11 @@ def arrivals_scenario(path: Path, url: str, *, callers: int, per_window: int, wi
     return path
 
 
-def manual_scenario(path: Path, url: str, *, users: int, duration: str, limits: str = "") -> Path:
-    path.write_text(textwrap.dedent(MANUAL.format(name=path.stem, url=url, users=users, duration=duration,
-                                                  limits=limits)), encoding="utf-8")
+def manual_scenario(path: Path, url: str, *, users: int, duration: str, limits: str = "",
+                    fixtures: tuple[str, ...] = ("car_call_mom",), more: str = "") -> Path:
+    turns = "\n".join(TURN % f for f in fixtures)
+    path.write_text(textwrap.dedent(MANUAL).format(name=path.stem, url=url, users=users, duration=duration,
+                                                   limits=limits, turns=turns, more=more), encoding="utf-8")
     return path
 
 
@@ -99,19 +100,23 @@ def test_run_within_connection_quota_is_never_refused(tmp_path):
     (shown as waiting), the server never answers 429, every session completes its turn. A control run
     without target.limits against the same kind of server is refused, so the server does enforce."""
     with qs.QuotaServer(connections=5, window_s=1.0) as srv:
-        sc = manual_scenario(tmp_path / "paced.yaml", srv.url, users=12, duration="5s",
+        sc = manual_scenario(tmp_path / "paced.yaml", srv.url, users=12, duration="4s",
                              limits="  limits: {connections_per_minute: 5, window_s: 1.0}")
         run = run_cli("run", str(sc), "--out", str(tmp_path / "paced"))
         assert run.returncode == 0, run.stderr[-3000:]
         assert srv.refused == [] and len(srv.accepted) >= 12 and srv.max_in_window() == 5
         assert srv.turns == len(srv.accepted), srv.errors
     sessions = list(read_records(tmp_path / "paced" / "sessions.jsonl"))
-    assert [s["outcome"] for s in sessions] == ["ok"] * len(srv.accepted)
+    ok = [s for s in sessions if s["outcome"] == "ok"]
+    assert len(ok) == len(srv.accepted) and all(s["turns_recorded"] == 1 for s in ok)
+    # Callers still waiting for budget when the run ended were waiting, not refused: no 429, no attempt.
+    assert all(s["outcome"] == "aborted" and s["error"] == "stopped while waiting for connection budget"
+               and s["http_status"] is None for s in sessions if s["outcome"] != "ok")
     assert all(s["connect_attempts"] == 1 and s["throttled_attempts"] == 0 for s in sessions)
-    waited = sorted(s["budget_wait_ms"] for s in sessions)
+    waited = sorted(s["budget_wait_ms"] for s in ok)
     assert waited[:5] == [0.0] * 5 and waited[-1] > 1500, waited  # the third batch waited two windows
     meta = json.loads((tmp_path / "paced" / "run.json").read_text())
-    assert list(meta["quota"].values())[0]["granted"] == len(sessions)
+    assert list(meta["quota"].values())[0]["granted"] == len(ok)
 
     with qs.QuotaServer(connections=5, window_s=1.0) as srv:
         sc = manual_scenario(tmp_path / "blind.yaml", srv.url, users=8, duration="3s")
@@ -162,3 +167,83 @@ def test_plan_predicts_the_ramp_the_connection_quota_imposes(tmp_path):
     (t,) = sp.targets
     assert t.quota_ramp_s == 15.0 and t.ramp_s == 15.0  # (ceil(200 / 30) - 1) windows of 2.5 s
     assert t.sessions == 200 and t.limits.connections_per_minute == 30
+
+
+def _connected_at(sessions: list[dict]) -> list[float]:
+    """Wall-clock instant each session's connection opened (start + budget wait + backoff + handshake)."""
+    return sorted(s["t_start"] + (s["budget_wait_ms"] + s["backoff_ms"] + (s["connect_ms"] or 0)) / 1000
+                  for s in sessions if s["outcome"] == "ok")
+
+
+def _max_in_window(times: list[float], window_s: float) -> int:
+    j, best = 0, 0
+    for i in range(len(times)):
+        while times[i] - times[j] >= window_s:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def test_locust_master_and_two_workers_share_one_connection_budget(tmp_path):
+    """40 arriving callers (open loop, all within ~0.5 s) against a loopback server allowing 10 new
+    connections per 1 s window, through a Locust master and two workers: the master hands out the
+    budget, the server never refuses, both workers connect, and the ramp is what plan predicts."""
+    import test_locust as tl
+
+    with qs.QuotaServer(connections=10, window_s=1.0) as srv:
+        sc = arrivals_scenario(tmp_path / "dist.yaml", srv.url, callers=40, per_window=10, window_s=1.0)
+        out = tmp_path / "out"
+        master, workers = tl.start_distributed(sc, out, "4s", ["--csv", str(tmp_path / "dist")])
+        try:
+            m_out, _ = master.communicate(timeout=120)
+            for w in workers:
+                w.communicate(timeout=30)
+        finally:
+            for p in [master, *workers]:
+                if p.poll() is None:
+                    p.kill()
+        assert master.returncode == 0, m_out[-3000:]
+        print(m_out[-6000:])
+        assert srv.refused == [] and len(srv.accepted) == 40 and srv.max_in_window() == 10, srv.refused
+    sessions = list(read_records(out / "sessions.jsonl"))
+    assert len(sessions) == 40 and {s["outcome"] for s in sessions} == {"ok"}
+    assert len({s["worker"] for s in sessions}) == 2
+    acc = sorted(srv.accepted)
+    assert 3.0 <= acc[-1] - acc[0] <= 3.3, acc[-1] - acc[0]  # plan: (ceil(40 / 10) - 1) x 1 s = 3 s
+    assert "ramp 3.0 s (quota 3.0 s" in m_out
+    rows = tl.stats_rows(tmp_path / "dist_stats.csv")
+    wait = rows[("QUOTA", "dist:wait for connection budget")]
+    assert int(wait["Request Count"]) == 40 and int(wait["Failure Count"]) == 0
+    meta = json.loads((out / "run.json").read_text())
+    assert list(meta["quota"].values())[0]["granted"] == 40
+
+
+def test_token_quota_throttles_turns_without_failing_the_agent(tmp_path):
+    """Three callers speaking more audio than a 60-tokens-per-1-s quota allows: the server throttles
+    turns (error rate_limit_exceeded + close, like Azure's TPM limit). They are classified
+    throttled_tokens, kept out of completeness (the 0.99 threshold passes, exit 0), callers back off
+    for the Retry-After the message names and the run goes on with complete turns afterwards."""
+    with qs.QuotaServer(connections=None, window_s=1.0, tokens=40, retry_after_s=0.5) as srv:
+        sc = manual_scenario(tmp_path / "tpm.yaml", srv.url, users=3, duration="7s",
+                             fixtures=("car_call_mom", "car_eta"), more="thresholds: ['completeness >= 0.99']")
+        run = run_cli("run", str(sc), "--out", str(tmp_path / "out"))
+        assert run.returncode == 0, run.stderr[-3000:]
+    turns = list(read_records(tmp_path / "out" / "turns.jsonl"))
+    throttled = [t for t in turns if t["throttle"]]
+    refused = [t for t in throttled if t["error"].startswith("rate_limit_exceeded")]
+    assert srv.tpm_errors >= 1 and len(refused) == srv.tpm_errors, (srv.tpm_errors, [t["error"] for t in turns])
+    # The rest were cut by the close that follows the error: the throttle's doing too, never a failure.
+    assert all(t["reason"] != "complete" for t in throttled) and not [t for t in turns if not t["complete"]
+                                                                     and not t["throttle"]]
+    assert {t["throttle"] for t in throttled} == {"throttled_tokens"} and not any(t["complete"] for t in throttled)
+    first = min(t["t_speech_end"] for t in throttled)
+    assert any(t["complete"] and t["t_speech_end"] > first for t in turns)  # the run went on
+    sessions = list(read_records(tmp_path / "out" / "sessions.jsonl"))
+    assert any(s["throttled"] == "throttled_tokens" and s["retry_after_s"] == 0.5 for s in sessions)
+    import csv
+
+    with open(tmp_path / "out" / "summary.csv", newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert int(row["throttled_tokens"]) == len(throttled) and float(row["completeness"]) == 1.0
+    assert int(row["failures"]) == 0 and int(row["count"]) == len(turns)
+    assert "Throttled by the service" in (tmp_path / "out" / "report.html").read_text(encoding="utf-8")

@@ -49,12 +49,14 @@ class LiveStats:
     rejected: int = 0
     failed_sessions: int = 0  # sessions that never ran a turn (refused, connect error...)
     invalid: int = 0
+    throttled: int = 0
     recent: deque = field(default_factory=deque)  # (t since t0, first_audio_ms) of valid turns
 
     def add(self, rec: TurnRecord) -> None:
         now = time.monotonic() - self.t0
         self.turns += 1
-        self.failures += not ended_as_expected(rec.complete, rec.expectations)
+        self.throttled += bool(rec.throttle)  # the quota's doing, not the agent's: not a failure
+        self.failures += not rec.throttle and not ended_as_expected(rec.complete, rec.expectations)
         self.invalid += not rec.valid
         if rec.valid and rec.first_audio_ms is not None:
             self.recent.append((now, rec.first_audio_ms))
@@ -71,6 +73,7 @@ class LiveStats:
                 f"turns={self.turns} first_audio p50={pct(0.5)} p95={pct(0.95)} ms (last minute) "
                 f"failures={self.failures + self.failed_sessions} (turns {self.failures}, sessions "
                 f"{self.failed_sessions}) rejected={self.rejected}"
+                + (f" throttled={self.throttled}" if self.throttled else "")
                 + (f" waiting_for_quota={waiting}" if waiting else "")
                 + (f" waiting_for_a_line={queued}" if queued else ""))
 
@@ -230,7 +233,9 @@ class LoadRunner:
             endpoint = self.endpoints[(uid + j) % len(self.endpoints)]
             rec = self.run_one(endpoint, retiring=lambda: id(me) in self._retiring)
             failures = failures + 1 if rec.turns_attempted == 0 and rec.outcome != "ok" else 0
-            if failures and not self.stopping:
+            if rec.retry_after_s and not self.stopping:  # throttled: back off as the service asked
+                self._stop.wait(min(rec.retry_after_s, MAX_USER_BACKOFF_S * 3))
+            elif failures and not self.stopping:
                 self._stop.wait(min(MAX_USER_BACKOFF_S, 2.0 ** (failures - 1)))
             elif hi > 0 and not self.stopping:
                 gevent.sleep(lo + (hi - lo) * ((uid * 7919 + j * 104729) % 1000) / 1000)

@@ -18,7 +18,7 @@ import gevent.event
 
 from .. import audio, auth, fixtures
 from ..limits import UNLIMITED, Limits
-from ..quota import classify_throttle
+from ..quota import classify_throttle, is_session_expiry, retry_after_from_text
 from ..metrics import TurnContext, build_turn_record
 from ..protocol import events as ev
 from ..records import SessionRecord, TurnRecord
@@ -120,6 +120,8 @@ class CallerSession:
         self._updated = gevent.event.AsyncResult()
         self._update_event_id = ""
         self.malformed = 0
+        self._cut = ""  # set while a reconnect ends the turns the expired connection cut short
+        self._errors_seen = self._turns_seen = 0  # what belongs to earlier connections of this session
         self.recorder: Recorder | None = None
         self.tools: ToolRunner | None = None
         if scenario.tools:
@@ -213,14 +215,25 @@ class CallerSession:
         return True
 
     # -- the conversation ----------------------------------------------------------------------------
-    def _converse(self) -> None:
+    def _start_mic(self) -> None:
         sc, a = self.sc, self.sc.audio
         silence = _messages(fixtures.silence_frames(self.in_fmt, a.chunk_ms, a.room_tone_dbfs, seed=0))
+        prev = self.mic
         self.mic = Mic(self._send_recorded if self.recorder else self._send, silence, a.chunk_ms, open_mic=not sc.manual, drop_rate=a.perturb.drop_rate,
                        seed=self.opt.seed)
+        if prev is not None:  # after a reconnect the session's pacing figures cover every connection
+            self.mic.stats.merge(prev.stats)
+            self.mic.frames_sent = prev.frames_sent
         self.mic.start()
+
+    def _converse(self) -> None:
+        sc, a = self.sc, self.sc.audio
+        self._start_mic()
         timeout_ns = int(sc.load.turn_timeout_s * 1e9)
         for i, spec in enumerate(sc.conversation):
+            if self.timeline.closed_ns is not None and self._expired() and not self.opt.stopping():
+                if not self._reconnect():
+                    break
             if self.timeline.closed_ns is not None or self.mic.error is not None or self.opt.stopping():
                 break
             prev = self.timeline.turns[-1] if self.timeline.turns else None
@@ -242,6 +255,36 @@ class CallerSession:
             self._emit_ready(final=False)
         if self.timeline.turns and self.timeline.turns[-1].speech_end_ns:
             self._sleep_until(self.timeline.turns[-1].speech_end_ns + a.trailing_silence_ms * NS)
+
+    # -- the maximum session length (harness/quota.py) ---------------------------------------------------
+    def _expired(self) -> bool:
+        """The server closed because the session reached its maximum length (error session_expired)."""
+        texts = [m for _, m in list(self.timeline.session_errors)[self._errors_seen:]]
+        texts += [m for t in self.timeline.turns[self._turns_seen:] for _, m in t.errors]
+        return any(is_session_expiry(x) for x in texts + [self.timeline.close_detail])
+
+    def _reconnect(self) -> bool:
+        """Open a new session and go on with the conversation where the expired one stopped (soaks)."""
+        rec = self.record
+        t_closed = self.timeline.closed_ns or time.monotonic_ns()
+        self._cut = "session_expired"  # the turn the expiry cut short is the cap's doing, not the agent's
+        self._emit_ready(final=True)
+        self._cut = ""
+        if self.mic is not None:
+            self.mic.stop()
+        if self.transport is not None:
+            self.transport.close(1000)
+            self.transport.on_message = _ignore_message
+            self.transport = None
+        self.timeline.closed_ns, self.timeline.close_detail = None, ""
+        self._errors_seen, self._turns_seen = len(self.timeline.session_errors), len(self.timeline.turns)
+        self._created, self._updated = None, gevent.event.AsyncResult()
+        if not (self._connect() and self._configure()):
+            return False
+        rec.reconnects += 1
+        rec.reconnect_gap_ms.append(round((time.monotonic_ns() - t_closed) / NS, 3))
+        self._start_mic()
+        return True
 
     def _speak(self, i: int, spec: TurnSpec, fixture: Any, interrupted: TurnTimeline | None) -> None:
         a = self.sc.audio
@@ -308,6 +351,14 @@ class CallerSession:
                                   "server_session_id": self.record.server_session_id, **self.opt.extra_common},
                           active_sessions=self.opt.active_sessions(), wall_minus_mono_ns=WALL_MINUS_MONO_NS)
         rec = build_turn_record(turn, ctx)
+        if not rec.complete:  # a throttled turn is the quota's doing, not the agent's (harness/quota.py)
+            rec.throttle = classify_throttle(None, None, "", rec.error) or (
+                self._cut if turn.closed_ns or self.timeline.closed_ns else "")
+            if rec.throttle and rec.throttle != "session_expired":
+                self.record.throttled = rec.throttle
+                self._cut = self._cut or rec.throttle  # the close that follows a throttle cuts later turns too
+                wait = retry_after_from_text(rec.error)
+                self.record.retry_after_s = max(self.record.retry_after_s or 0.0, wait or 0.0) or None
         if self.opt.stopping() and not rec.complete:
             rec.valid = False
             rec.error = (rec.error + "; " if rec.error else "") + "aborted by load generator stop"

@@ -38,7 +38,12 @@ SCALARS: tuple[str, ...] = (
     "count", "valid", "invalid", "complete", "failures", "completeness",
     "expectations_checked", "expectations_failed", "expectations_pass_rate",
     "tool_call_count", "tool_precision", "tool_recall", "interrupted_as_expected",
-) + tuple(f"reason_{r}" for r in REASONS)
+) + tuple(f"reason_{r}" for r in REASONS) + (
+    # Turns the service throttled or cut at the session cap (harness/quota.py): counted here, and kept
+    # out of completeness/failures, because they measure the quota, not the agent.
+    "throttled", "throttled_connections", "throttled_tokens", "capacity", "session_expired",
+)
+THROTTLE_CLASSES = ("throttled_connections", "throttled_tokens", "capacity", "session_expired")
 
 _BOOLS = {"complete": False, "valid": True, "expectations_ok": True}
 _INTS = ("turn_index", "active_sessions", "audio_bytes")
@@ -196,7 +201,8 @@ def group_stats(df: pd.DataFrame, *, metrics: Sequence[str] = METRICS, stats: Se
     ``count``); ``completeness``, ``failures``, the expectation rate and all metric stats use valid turns
     only, because an invalid turn measured the load generator, not the service.
     """
-    m = measured(df, include_invalid)
+    throttled = df["throttle"].to_numpy(dtype=object) != "" if len(df) else np.zeros(0, dtype=bool)
+    m = measured(df[~throttled] if throttled.any() else df, include_invalid)
     n_all, n = len(df), len(m)
     done = m["complete"].to_numpy(dtype=bool)
     complete = int(done.sum())
@@ -218,6 +224,10 @@ def group_stats(df: pd.DataFrame, *, metrics: Sequence[str] = METRICS, stats: Se
     counts = df["reason"].value_counts()
     for r in REASONS:
         out[f"reason_{r}"] = int(counts.get(r, 0))
+    kinds = df["throttle"].value_counts() if len(df) else {}
+    out["throttled"] = int(throttled.sum())
+    for k in THROTTLE_CLASSES:
+        out[k] = int(kinds.get(k, 0))
     for metric in metrics:
         for s, val in metric_stats(m[metric].to_numpy(), stats).items():
             out[f"{metric}_{s}"] = val

@@ -16,8 +16,8 @@ import pandas as pd
 
 from ..records import REASONS
 from . import plots
-from .aggregate import (METRICS, group_stats, load_sessions, load_turns, read_meta, summarize, summary_by_turn,
-                        write_tables)
+from .aggregate import (METRICS, THROTTLE_CLASSES, group_stats, load_sessions, load_turns, read_meta, summarize,
+                        summary_by_turn, write_tables)
 from .compare import compare, comparison_html, split_targets
 from .tools import TOOL_METRICS, has_tools, tools_html
 from .markup import esc, figure, fmt_num, page, section, table
@@ -58,6 +58,8 @@ def _cards(summary: pd.DataFrame) -> str:
                 ("first audio p95", fmt_num(r["first_audio_ms_p95"])),
                 ("first audio p99", fmt_num(r["first_audio_ms_p99"])), ("VAD p50", fmt_num(r["vad_ms_p50"])),
                 ("failures", f"{int(r['failures']):,}"), ("invalid (excluded)", f"{int(r['invalid']):,}")]
+        if int(r.get("throttled", 0)):  # the quota's doing, not the agent's (harness/quota.py)
+            rows.append(("throttled (excluded)", f"{int(r['throttled']):,}"))
         dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in rows)
         cards.append(f"<div class='card'><h3>{esc(r['target'] or '(no target)')}</h3>"
                      f"<div class='big'>{esc(fmt_num(r['first_audio_ms_p95']))}<span class='muted small'> ms "
@@ -106,7 +108,8 @@ def _failures(df: pd.DataFrame, groups: Mapping[str, pd.DataFrame], summary: pd.
         rows.append(cells)
     out = [table(heads, rows, num=range(1, len(heads))),
            "<p class='muted small'>Counts include invalid turns; completeness in the headline uses valid turns "
-           "only.</p>", figure("reasons", plots.reasons_over_time_plot(groups), "No failed turns.")]
+           "only.</p>", figure("reasons", plots.reasons_over_time_plot(groups), "No failed turns."),
+           _throttled(summary)]
     err = df.loc[df["error"] != "", ["target", "reason", "error"]] if len(df) else pd.DataFrame()
     if len(err):
         top = err.astype(str).value_counts().head(15)
@@ -114,6 +117,18 @@ def _failures(df: pd.DataFrame, groups: Mapping[str, pd.DataFrame], summary: pd.
             ["target", "reason", "error", "turns"],
             [[esc(t), esc(r), esc(e[:300]), f"{n:,}"] for (t, r, e), n in top.items()], num=(3,)))
     return "".join(out)
+
+
+def _throttled(summary: pd.DataFrame) -> str:
+    """Turns the service throttled (429 / token quota) or cut at the session cap: their own section."""
+    if "throttled" not in summary or not summary["throttled"].sum():
+        return ""
+    rows = [[f"<code>{esc(k)}</code>"] + [f"{int(r[k]):,}" for _, r in summary.iterrows()]
+            for k in THROTTLE_CLASSES if summary[k].sum()]
+    return ("<h3>Throttled by the service</h3>" + table(["throttle"] + [str(t) for t in summary["target"]], rows,
+                                                      num=range(1, len(summary) + 1))
+            + "<p class='muted small'>Quota and capacity limits of the resource, not failures of the agent: these "
+              "turns are kept out of completeness and failures (docs/azure.md, sizing a test).</p>")
 
 
 def _slowest(df: pd.DataFrame) -> str:
