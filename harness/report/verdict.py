@@ -128,7 +128,9 @@ def expectation_counts(df: pd.DataFrame) -> dict[str, tuple[int, int]]:
     out: dict[str, list[int]] = {}
     if not len(df):
         return {}
-    for items in df.loc[df["valid"].to_numpy(dtype=bool), "expectations"]:
+    # Throttled turns (harness/quota.py) measured the quota, not the agent: their expectations don't count.
+    judged = df["valid"].to_numpy(dtype=bool) & (df["throttle"].to_numpy(dtype=object) == "")
+    for items in df.loc[judged, "expectations"]:
         for e in items:
             if isinstance(e, dict):
                 c = out.setdefault(str(e.get("name", "?")), [0, 0])
