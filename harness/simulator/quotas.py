@@ -16,6 +16,8 @@ from typing import Any
 
 from ..limits import Limits
 from ..protocol import events as ev
+from .actions import Action, Record, Send
+from .truth import TurnTruth
 
 NS = 1_000_000_000
 BUCKETS_PER_WINDOW = 60  # token counter resolution: one bucket per "second" of a 60 s window
@@ -174,3 +176,20 @@ def expired_error(limit_s: float) -> dict[str, Any]:
 def throttle_record(kind: str, now_mono_ns: int, now_wall_ns: int, **fields: Any) -> dict[str, Any]:
     """One ground-truth line for a throttle decision (``kind: "throttle"`` tells it from response lines)."""
     return {"kind": "throttle", "throttle": kind, "mono_ns": now_mono_ns, "wall_ns": now_wall_ns, **fields}
+
+
+def failed_response(err: dict[str, Any], rec: dict[str, Any], truth: TurnTruth, **common: Any) -> list[Action]:
+    """``on_tokens_exceeded: fail_response``: response.created, the error, response.done failed, no output.
+
+    OpenAI realtime's observed behaviour on rate limits (a failed ``response.done``); the session stays.
+    """
+    rid = ev.new_id("resp")
+    details = {"type": "failed", "error": {k: v for k, v in err["error"].items() if k != "event_id"}}
+    truth.response_id, truth.status, truth.reason, truth.fault = rid, "failed", err["error"]["code"], THROTTLED_TOKENS
+    rec["response_id"] = rid
+    return [Send(ev.server_event(ev.RESPONSE_CREATED, response=ev.response_object(rid, **common)), truth,
+                 "response_created"),
+            Send(err),
+            Send(ev.server_event(ev.RESPONSE_DONE, response=ev.response_object(
+                rid, status="failed", status_details=details, **common)), truth, "done_sent"),
+            Record(truth), Record(rec)]

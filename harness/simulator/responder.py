@@ -122,6 +122,8 @@ class ResponsePlan:
     cascaded: bool = False  # cascaded order: the whole transcript streams before the first audio delta
     timestamps: bool = False  # response.audio_timestamp.delta per word
     visemes: bool = False  # response.animation_viseme.delta per audio delta
+    first_ms: float = 0.0  # the drawn first_audio_delay_ms (truth log)
+    created_ms: float = 0.0  # the drawn response_created_delay_ms
 
 
 @dataclass

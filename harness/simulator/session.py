@@ -9,7 +9,6 @@ runs with the same seed and the same audio make the same choices.
 from __future__ import annotations
 
 import time
-import types
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,16 +18,17 @@ from ..protocol import session as ps
 from .actions import Action, Close, Record, Send, Timer
 from .conversation import Conversation
 from .profiles import Profile, rng_for
+from .cascade import HeldUserItem, recognised, response_gate
 from .quotas import (SESSION_EXPIRED, THROTTLED_TOKENS, TOKENS_CLOSE_CODE, ResourceQuota, expired_error,
-                     throttle_record, tokens_error)
-from .responder import ActiveResponse, ReplyBank, ResponseContext, ResponsePlan
-from .transcribe import Transcriber, recognise_action, transcription_actions, transcription_events
+                     failed_response, throttle_record, tokens_error)
+from .planning import draw_plan
+from .responder import ActiveResponse, ReplyBank, ResponseContext
+from .transcribe import Transcriber, recognise_action, transcription_actions
 from .truth import TurnTruth
 from .vad_stream import InputAudio, SpeechEvent, vad_params
 
 NS_PER_MS = 1_000_000
 MIN_COMMIT_MS = 100.0
-RESPONSE_FAULTS = ("disconnect_mid_response", "error_mid_turn", "stall_response", "malformed_frame")
 APPEND_PREFIX = ev.append_message_prefix()
 _PREFIX_LEN = len(APPEND_PREFIX)
 CLIENT_EVENTS = (ev.SESSION_UPDATE, ev.INPUT_AUDIO_APPEND, ev.INPUT_AUDIO_COMMIT, ev.INPUT_AUDIO_CLEAR,
@@ -73,23 +73,6 @@ class _Speech:
     onset_ms: int
 
 
-@dataclass
-class _UserItem:
-    """Cascaded order: a committed user turn whose transcript and ``conversation.item.created`` wait.
-
-    The real cascaded service sends ``input_audio_transcription.completed`` before the user's item
-    (reference §6a), and the response only after both.
-    """
-
-    item_id: str
-    item_event: dict[str, Any]
-    transcribe: bool
-    deltas: int = 0  # transcription deltas before completed (none with azure-speech)
-    text: str | None = None  # None while recognition runs
-    due_ns: int = 0
-    sent: bool = False
-
-
 class SimSession:
     def __init__(self, setup: SessionSetup, now_wall_ns: int) -> None:
         self.s = setup
@@ -97,7 +80,7 @@ class SimSession:
         self.quota = setup.quota if setup.quota is not None else ResourceQuota(self.profile.quotas)
         order = self.profile.event_order
         self.cascaded = order == "cascaded" or (order == "auto" and ps.is_cascaded(setup.model, setup.agent is not None))
-        self.user_item: _UserItem | None = None
+        self.user_item: HeldUserItem | None = None  # cascaded order: the last committed user item
         limit = self.profile.session_limit_s
         self.config = ps.default_session(setup.api_version, model=setup.model, agent=setup.agent,
                                          expires_at=now_wall_ns // 1_000_000_000 + int(limit or ps.DEFAULT_SESSION_S))
@@ -288,60 +271,32 @@ class SimSession:
         transcription = self.config["input_audio_transcription"]
         if not self.cascaded:
             out.append(Send(created))
-            if transcription is not None:
-                out += self._transcribe(item_id, seg_start_ms, speech_end_ms, now_ns)
-            return out
-        u = self.user_item = _UserItem(item_id, created, transcribe=transcription is not None, text="")
-        if transcription is None:
-            return out + self._emit_user_item(u)
-        u.text = None
-        u.deltas = 0 if transcription.get("model") == "azure-speech" else self.profile.transcription.deltas
-        rng = rng_for(self.s.seed, self.s.session_index, self.turn_index, "transcription")
-        u.due_ns = now_ns + int(self.profile.transcription_delay_ms.sample(rng) * NS_PER_MS)
+            return out + (self._transcribe(item_id, seg_start_ms, speech_end_ms, now_ns) if transcription else [])
+        u = self.user_item = HeldUserItem(
+            item_id, created, transcribe=transcription is not None, alive=lambda: not self.closed,
+            deltas=0 if (transcription or {}).get("model") == "azure-speech" else self.profile.transcription.deltas,
+            text=None if transcription else "")
+        return out + (self._transcribe(item_id, seg_start_ms, speech_end_ms, now_ns, u) if transcription else u.emit())
 
-        def then(text: str, done_ns: int) -> list[Action]:
-            u.text = text
-            if done_ns >= u.due_ns:
-                return self._flush_user_item(u, done_ns)
-            return [Timer(u.due_ns, lambda now: self._flush_user_item(u, now))]
-
-        return out + [recognise_action(self.s.transcriber, self.input.segment(seg_start_ms, speech_end_ms),
-                                       self.input.fmt.sample_rate, rng, self.profile.transcription, then)]
-
-    def _emit_user_item(self, u: _UserItem) -> list[Action]:
-        """Cascaded order: transcript (``completed``, deltas only if not azure-speech) then the user's item."""
-        if u.sent or u.text is None or self.closed:
-            return []
-        u.sent = True
-        out: list[Action] = []
-        if u.transcribe:
-            deltas, done = transcription_events(u.text, u.item_id, u.deltas)
-            out += [Send(d) for d in deltas] + [Send(done)]
-        return out + [Send(u.item_event)]
-
-    def _flush_user_item(self, u: _UserItem, now_ns: int) -> list[Action]:
-        out = self._emit_user_item(u)
+    def _flush_user_item(self, u: HeldUserItem, now_ns: int) -> list[Action]:
+        out = u.emit()
         r = self.response
         if out and r is not None:
             out += r.release(now_ns)
         return out
 
-    def _gate(self, u: _UserItem | None) -> Any:
-        """What response.created must wait for: the held user item (sent early if its text is ready)."""
-        def gate(now_ns: int) -> list[Action] | None:
-            if u is None or u.sent:
-                return []
-            if u.text is None:
-                return None  # recognition still running: hold the response
-            return self._emit_user_item(u)
-        return gate
-
-    def _transcribe(self, item_id: str, start_ms: float, end_ms: float, now_ns: int) -> list[Action]:
+    def _transcribe(self, item_id: str, start_ms: float, end_ms: float, now_ns: int,
+                    held: HeldUserItem | None = None) -> list[Action]:
+        """Realtime order: deltas and completed on their own timers; cascaded: fills ``held`` instead."""
         rng = rng_for(self.s.seed, self.s.session_index, self.turn_index, "transcription")
         delay_ns = int(self.profile.transcription_delay_ms.sample(rng) * NS_PER_MS)
-        return transcription_actions(self.s.transcriber, self.input.segment(start_ms, end_ms),
-                                     self.input.fmt.sample_rate, rng, self.profile.transcription, item_id,
-                                     now_ns, delay_ns, lambda: not self.closed)
+        samples, rate = self.input.segment(start_ms, end_ms), self.input.fmt.sample_rate
+        if held is None:
+            return transcription_actions(self.s.transcriber, samples, rate, rng, self.profile.transcription, item_id,
+                                         now_ns, delay_ns, lambda: not self.closed)
+        held.due_ns = now_ns + delay_ns
+        return [recognise_action(self.s.transcriber, samples, rate, rng, self.profile.transcription,
+                                 recognised(held, self._flush_user_item))]
 
     def _commit(self, event: dict[str, Any], now_ns: int) -> list[Action]:
         out: list[Action] = []
@@ -407,34 +362,8 @@ class SimSession:
             return self._tokens_throttled(truth, retry, now_ns, params)
         seq = self.response_seq
         self.response_seq += 1
-        rng = rng_for(s.seed, s.session_index, seq, "response")
-        created_ms = p.response_created_delay_ms.sample(rng)
-        first_ms = p.first_audio_delay_ms.sample(rng)
-        pace = p.audio_pace.sample(rng)
-        chunk_ms = max(10, int(round(p.chunk_ms.sample(rng) / 10.0)) * 10)
-        target = p.reply_length_ms.sample(rng) if p.reply_length_ms is not None else None
-        reply, keep_ms = s.bank.choose(rng_for(s.seed, s.session_index, seq, "reply"), target)
-        pre = params.get("pre_generated_assistant_message")
-        if isinstance(pre, dict):
-            texts = [c.get("text") for c in pre.get("content") or [] if isinstance(c, dict) and c.get("text")]
-            if texts:
-                reply = types.SimpleNamespace(id=reply.id, text=" ".join(texts), samples=reply.samples,
-                                              encoded=reply.encoded)
-        jitter_rng = rng_for(s.seed, s.session_index, seq, "jitter")
-        fault = next((f for f in RESPONSE_FAULTS if p.fault_hits(f, s.session_index, seq, s.seed)), None)
-        fraction = min(1.0, max(0.0, p.faults.fault_point.sample(rng_for(s.seed, s.session_index, seq, "fault_point"))))
-        created_at = now_ns + int(created_ms * NS_PER_MS)
-        anchor = now_ns
-        if p.first_audio_anchor == "speech_end" and truth.speech_end_recv_mono_ns is not None:
-            anchor = truth.speech_end_recv_mono_ns
-        plan = ResponsePlan(created_at_ns=created_at, first_at_ns=max(anchor + int(first_ms * NS_PER_MS), created_at),
-                            pace=pace, chunk_ms=chunk_ms, jitter_ms=lambda: p.cadence_jitter_ms.sample(jitter_rng),
-                            reply=reply, keep_ms=keep_ms, fault=fault, fault_fraction=fraction,
-                            disconnect_abort=p.faults.disconnect_mode == "abort",
-                            malformed_kind=p.faults.malformed_kind, rate_limits_event=p.rate_limits_event,
-                            warning_event=p.warning_event, cascaded=self.cascaded,
-                            timestamps=p.audio_timestamp_events or "word" in (self.config.get("output_audio_timestamp_types") or ()),
-                            visemes=p.viseme_events or "viseme_id" in ((self.config.get("animation") or {}).get("outputs") or ()))
+        plan = draw_plan(p, s.bank, s.seed, s.session_index, seq, now_ns, truth.speech_end_recv_mono_ns, params,
+                         self.config, self.cascaded)
         rid, item_id = ev.new_id("resp"), ev.new_id("item")
         modalities = params.get("modalities") or self.config["modalities"]
         try:
@@ -444,8 +373,8 @@ class SimSession:
             return self._error(str(exc), "invalid_value", "response.output_audio_format", None)
         truth.response_id, truth.output_item_id = rid, item_id
         truth.delay_anchor = p.first_audio_anchor
-        truth.injected_delay_ms, truth.created_delay_ms = first_ms, created_ms
-        truth.audio_pace, truth.chunk_ms, truth.reply_id = pace, chunk_ms, reply.id
+        truth.injected_delay_ms, truth.created_delay_ms = plan.first_ms, plan.created_ms
+        truth.audio_pace, truth.chunk_ms, truth.reply_id = plan.pace, plan.chunk_ms, plan.reply.id
         ctx = ResponseContext(response_id=rid, item_id=item_id, conversation_id=self.conversation_id,
                               modalities=list(modalities), out_fmt=out_fmt,
                               voice=params.get("voice") or self.config["voice"],
@@ -454,7 +383,7 @@ class SimSession:
                               previous_item_id=lambda: self.conv.add(item_id, "assistant"),
                               on_item=self.conv.set_audio, on_end=self._on_end, spend=self.quota.spend,
                               rate_limits=None if p.quotas.unlimited else self.quota.rate_limits,
-                              gate=self._gate(self.user_item if self.cascaded else None))
+                              gate=response_gate(self.user_item if self.cascaded else None))
         self._input_tokens = 0
         self.response = ActiveResponse(ctx, plan, truth, s.bank)
         s.stats.responses += 1
@@ -462,36 +391,26 @@ class SimSession:
 
     def _tokens_throttled(self, truth: TurnTruth, retry_s: float, now_ns: int, params: dict[str, Any]) -> list[Action]:
         """Token quota exhausted at the response decision: error, then close 1013 or a failed response."""
-        q, st = self.profile.quotas, self.s.stats
+        q = self.profile.quotas
         used = self.quota.tokens_used(now_ns)
         self.quota.note(THROTTLED_TOKENS)
-        st.errors_sent += 1
+        self.s.stats.errors_sent += 1
         err = tokens_error(q, used, retry_s)
         rec = throttle_record(THROTTLED_TOKENS, now_ns, time.time_ns(), session_id=self.id,
                               session_index=self.s.session_index, turn_index=truth.turn_index, item_id=truth.item_id,
                               used=used, limit=q.tokens_per_minute, window_s=q.window_s,
                               retry_after_s=round(retry_s, 3), action=self.profile.on_tokens_exceeded)
         if self.profile.on_tokens_exceeded == "close":
-            out: list[Action] = [Send(err), Record(rec)]
-            out += self.connection_lost()
-            return out + [Close(TOKENS_CLOSE_CODE, "rate limit exceeded")]
-        out = self._emit_user_item(self.user_item) if self.cascaded and self.user_item else []
-        rid = ev.new_id("resp")
-        details = {"type": "failed", "error": {k: v for k, v in err["error"].items() if k != "event_id"}}
-        fmt = params.get("output_audio_format") or self.config["output_audio_format"]
-        common = dict(conversation_id=self.conversation_id, modalities=list(params.get("modalities") or
-                      self.config["modalities"]), voice=params.get("voice") or self.config["voice"],
-                      output_audio_format=fmt)
-        truth.response_id, truth.status, truth.reason, truth.fault = rid, "failed", err["error"]["code"], THROTTLED_TOKENS
-        rec["response_id"] = rid
+            return [Send(err), Record(rec)] + self.connection_lost() + [Close(TOKENS_CLOSE_CODE, "rate limit exceeded")]
+        first = self.user_item.emit() if self.cascaded and self.user_item else []
+        st = self.s.stats
         st.responses += 1
         st.by_status["failed"] = st.by_status.get("failed", 0) + 1
-        return out + [Send(ev.server_event(ev.RESPONSE_CREATED, response=ev.response_object(rid, **common)),
-                           truth, "response_created"),
-                      Send(err),
-                      Send(ev.server_event(ev.RESPONSE_DONE, response=ev.response_object(
-                          rid, status="failed", status_details=details, **common)), truth, "done_sent"),
-                      Record(truth), Record(rec)]
+        return first + failed_response(err, rec, truth, conversation_id=self.conversation_id,
+                                       modalities=list(params.get("modalities") or self.config["modalities"]),
+                                       voice=params.get("voice") or self.config["voice"],
+                                       output_audio_format=params.get("output_audio_format")
+                                       or self.config["output_audio_format"])
 
     def _on_end(self, r: ActiveResponse, now_ns: int) -> list[Action]:
         if self.response is r:
