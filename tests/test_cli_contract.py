@@ -37,7 +37,7 @@ conversation:
     pause_ms: 100
 {expect}
 audio: {{trailing_silence_ms: 300}}
-load: {{users: 1, spawn_rate: 5, duration: 60s, turn_timeout: 10s, stop_timeout: 3s}}
+load: {{users: 1, spawn_rate: 5, duration: 60s, turn_timeout: 10s, stop_timeout: 3s, max_pacing_lag_ms: 5000}}
 thresholds: {thresholds}
 """
 
