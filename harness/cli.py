@@ -125,7 +125,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # -- run -----------------------------------------------------------------------------------------------
+def _sigterm_as_interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    import signal
+
+    # Until the runner installs its own handlers: SIGTERM during start-up ends like Ctrl-C (exit 3, "interrupted")
+    # instead of killing the process with no verdict.
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     from gevent import monkey
 
     monkey.patch_all()
