@@ -262,7 +262,7 @@ def test_every_session_refused_aborts_with_the_diagnosis_and_exit_3(tmp_path):
 
 
 def test_abort_on_can_be_switched_off(tmp_path):
-    text = scenario(tmp_path).read_text().replace("stop_timeout: 3s}", "stop_timeout: 3s, abort_on: "
+    text = scenario(tmp_path).read_text().replace("5000}", "5000, abort_on: "
                                                                           "{refused_sessions: 0}}")
     p = tmp_path / "off.yaml"
     p.write_text(text)
@@ -278,7 +278,7 @@ def test_abort_on_can_be_switched_off(tmp_path):
 
 def test_abort_on_is_validated(tmp_path):
     p = tmp_path / "bad.yaml"
-    p.write_text(scenario(tmp_path).read_text().replace("stop_timeout: 3s}", "stop_timeout: 3s, abort_on: "
+    p.write_text(scenario(tmp_path).read_text().replace("5000}", "5000, abort_on: "
                                                                                 "{refused_session: 2}}"))
     proc = vl("validate", str(p))
     assert proc.returncode == EXIT_USAGE and f"{p}: load.abort_on.refused_session: unknown field" in proc.stderr
