@@ -7,6 +7,8 @@ only substitution is ``${VAR}`` / ``${VAR:-default}`` from the environment.
 
 from __future__ import annotations
 
+import datetime
+
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,6 +263,8 @@ def _target(raw: Any, path: str, p: s.Problems) -> TargetSpec:
                           limits=parse_limits(raw.get("limits"), s.join(path, "limits"), p), tls=tls)
     s.check_keys(raw, ("name", "endpoint", "api_version", "model", "agent", "auth", "region", "extra_query",
                        "open_timeout_s", "type", "profile", "limits", "ca_file"), path, p)
+    if isinstance(raw.get("api_version"), datetime.date):  # api_version: 2026-07-15 unquoted is a YAML date
+        raw = {**raw, "api_version": raw["api_version"].isoformat()}
     endpoint = s.get_str(raw, "endpoint", path, p)
     if not endpoint:
         p.add(s.join(path, "endpoint"), "required for a non-embedded target (or write target: embedded)")
