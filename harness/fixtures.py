@@ -54,6 +54,7 @@ class Fixture:
     fingerprint: str
     variant_of: str | None = None  # the clean fixture this is a noisy copy of
     snr_db: float | None = None
+    synth: str | None = None  # how a synthesised line was made (engine:voice, rate, noise...); None = recorded
     directory: Path | None = field(default=None, repr=False, compare=False)
     _samples: np.ndarray | None = field(default=None, repr=False, compare=False)
 
@@ -72,7 +73,14 @@ class Fixture:
     def to_dict(self) -> dict[str, Any]:
         keys = ("id", "file", "text", "language", "use_case", "speech_start_ms", "speech_end_ms",
                 "duration_ms", "fingerprint", "variant_of", "snr_db")
-        return {k: getattr(self, k) for k in keys}
+        out = {k: getattr(self, k) for k in keys}
+        if self.synth is not None:
+            out["synth"] = self.synth
+        return out
+
+    @property
+    def kind(self) -> str:
+        return "recorded" if self.synth is None else "synthesised"
 
 
 # --- manifest ------------------------------------------------------------------------------------
@@ -81,7 +89,7 @@ _FIELDS: dict[str, tuple[type, ...]] = {
     "id": (str,), "file": (str,), "text": (str,), "language": (str,), "use_case": (str,),
     "speech_start_ms": (int,), "speech_end_ms": (int,), "duration_ms": (int,), "fingerprint": (str,),
 }
-_OPTIONAL: dict[str, tuple[type, ...]] = {"variant_of": (str,), "snr_db": (int, float)}
+_OPTIONAL: dict[str, tuple[type, ...]] = {"variant_of": (str,), "snr_db": (int, float), "synth": (str,)}
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number"}
 
 

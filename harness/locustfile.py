@@ -94,6 +94,13 @@ def _load(environment) -> None:
     except ScenarioError as exc:
         log.error("invalid scenario\n%s", exc)
         sys.exit(2)
+    from harness.tts.prepare import SpeechError, prepare_speech
+
+    try:  # say: lines: synthesised (or read from the cache) before this process starts any session
+        prepare_speech(STATE.scenario, progress=sys.stderr)
+    except SpeechError as exc:
+        log.error("%s", auth.redact(str(exc)))
+        sys.exit(2)
     lo, hi = STATE.scenario.load.think_time_s
     VoiceUser.wait_time = between(lo, hi)
 

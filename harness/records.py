@@ -107,6 +107,9 @@ class TurnRecord:
     # capacity) or cut at the maximum session length (session_expired) is not a failure of the agent;
     # reports count it apart from completeness.
     throttle: str = ""
+    # Caller variant (scenario variants:, harness/tts): its label and fields; "" / {} without variants.
+    variant: str = ""
+    variant_fields: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -56,6 +56,10 @@ class TurnSpec:
     barge_in_after_ms: int | None = None  # speak this long after the previous response's first audio
     manual_commit: bool = False
     expect: Expectations = field(default_factory=Expectations)
+    # Speech synthesis (harness/tts): a say: line has no fixture until prepare_speech() makes one per
+    # caller variant: variant_fixtures[i] = (fixture id, directory); fixture is variant 0's id.
+    say: Any = None  # harness.tts.spec.SayLine
+    variant_fixtures: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -115,6 +119,8 @@ class Scenario:
     fixtures_dir: str = "audio_fixtures"
     tools: list[Any] = field(default_factory=list)  # tools.FunctionTool, answered by the caller
     mcp_tools: list[dict[str, Any]] = field(default_factory=list)  # MCP servers the service calls itself
+    speech: Any = None  # harness.tts.spec.SpeechSpec: defaults of say: lines, the speech cache
+    variants: list[Any] = field(default_factory=list)  # harness.tts.spec.Variant: callers, one per session
 
     @property
     def manual(self) -> bool:
@@ -151,14 +157,18 @@ def parse_scenario(data: Any, file: str, *, env: dict[str, str] | None = None,
                                         f"expanded")])
     data = s.interpolate(data, "", p, env)
     s.check_keys(data, ("name", "description", "target", "targets", "session", "conversation", "audio", "load",
-                        "thresholds", "fixtures_dir", "tools"), "", p)
+                        "thresholds", "fixtures_dir", "tools", "speech", "variants"), "", p)
     name = s.get_str(data, "name", "", p, Path(file).stem) or Path(file).stem
     fixtures_dir = _fixtures_dir(s.get_str(data, "fixtures_dir", "", p, "audio_fixtures") or "audio_fixtures", file)
     targets = _targets(data, p)
     session = s.get_dict(data, "session", "", p)
     _check_session(session, p)
     tools, mcp_tools, tool_names = _tools(data, session, p)
-    conversation = [_turn(t, f"conversation[{i}]", p, tool_names)
+    from .tts.spec import parse_speech, parse_variants
+
+    speech = parse_speech(s.get_dict(data, "speech", "", p), p)
+    variants = parse_variants(data.get("variants"), speech, p)
+    conversation = [_turn(t, f"conversation[{i}]", p, tool_names, speech)
                     for i, t in enumerate(s.get_list(data, "conversation", "", p))]
     if not conversation and "conversation" not in [k for k, _ in p.items]:
         p.add("conversation", "at least one turn is required")
@@ -180,7 +190,8 @@ def parse_scenario(data: Any, file: str, *, env: dict[str, str] | None = None,
         raise ScenarioError(file, p.items)
     return Scenario(name=name, file=file, description=s.get_str(data, "description", "", p, "") or "",
                     targets=targets, session=session, conversation=conversation, audio=audio, load=load,
-                    thresholds=thresholds, fixtures_dir=fixtures_dir, tools=tools, mcp_tools=mcp_tools)
+                    thresholds=thresholds, fixtures_dir=fixtures_dir, tools=tools, mcp_tools=mcp_tools,
+                    speech=speech, variants=variants)
 
 
 def _tools(data: dict[str, Any], session: dict[str, Any], p: s.Problems) -> tuple[list[Any], list[Any], list[str] | None]:
@@ -318,16 +329,22 @@ def session_warnings(scenario: Any) -> list[str]:
     return [f"{s.join('session', i.param)}: {i.message}" for i in validate_session(scenario.session) if i.warning]
 
 
-def _turn(raw: Any, path: str, p: s.Problems, tool_names: list[str] | None = None) -> TurnSpec:
+def _turn(raw: Any, path: str, p: s.Problems, tool_names: list[str] | None = None,
+          speech: Any = None) -> TurnSpec:
     if isinstance(raw, str):
         raw = {"fixture": raw}
     if not isinstance(raw, dict):
         p.add(path, f"expected a mapping with at least 'fixture', got {raw!r}")
         return TurnSpec(fixture="")
-    s.check_keys(raw, ("fixture", "pause_ms", "barge_in_after_ms", "manual_commit", "expect"), path, p)
+    s.check_keys(raw, ("fixture", "pause_ms", "barge_in_after_ms", "manual_commit", "expect", "say", "voice", "rate"),
+                 path, p)
+    from .tts.spec import parse_say
+
+    say = parse_say(raw, path, speech, p)
     fixture = s.get_str(raw, "fixture", path, p)
-    if not fixture:
-        p.add(s.join(path, "fixture"), "required: a fixture id from audio_fixtures/manifest.yaml")
+    if not fixture and say is None and "say" not in raw:
+        p.add(s.join(path, "fixture"), "required: a fixture id from audio_fixtures/manifest.yaml (or say: \"the "
+                                       "words\" to synthesise them)")
     e = s.get_dict(raw, "expect", path, p)
     epath = s.join(path, "expect")
     s.check_keys(e, ("transcript_contains", "response_contains", "max_first_audio_ms", "max_vad_ms", "max_wer",
@@ -357,7 +374,7 @@ def _turn(raw: Any, path: str, p: s.Problems, tool_names: list[str] | None = Non
     expect.tool = parse_expect(e, epath, p, tool_names)
     return TurnSpec(fixture=fixture or "", pause_ms=s.get_int(raw, "pause_ms", path, p, 600, lo=0, hi=600_000) or 0,
                     barge_in_after_ms=s.get_int(raw, "barge_in_after_ms", path, p, None, lo=0, hi=60_000),
-                    manual_commit=s.get_bool(raw, "manual_commit", path, p, False), expect=expect)
+                    manual_commit=s.get_bool(raw, "manual_commit", path, p, False), expect=expect, say=say)
 
 
 def _audio(raw: dict[str, Any], p: s.Problems) -> AudioSpec:

@@ -24,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU (benchmarks)")
     p.add_argument("--exit-with-parent", action="store_true", help="stop when the parent process dies")
     p.add_argument("--log-level", default="WARNING")
+    p.add_argument("--fixtures-dir", action="append", default=[], metavar="DIR",
+                   help="another fixture directory to recognise (e.g. a speech cache of say: lines); repeatable")
     t = p.add_argument_group("TLS (serve wss://)")
     t.add_argument("--tls-cert", default=None, help="PEM certificate chain of the server")
     t.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")

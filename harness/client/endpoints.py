@@ -63,12 +63,12 @@ def open_endpoints(scenario: Scenario, *, run_dir: Path | None = None, override_
     with contextlib.ExitStack() as stack:
         out: list[Endpoint] = []
         for i, spec in enumerate(scenario.targets):
-            out.append(_open(spec, stack, run_dir, profile, None if seed is None else seed + i, sim_tls))
+            out.append(_open(spec, stack, run_dir, profile, None if seed is None else seed + i, sim_tls, scenario))
         yield out
 
 
 def _open(spec: TargetSpec, stack: contextlib.ExitStack, run_dir: Path | None, profile: str | None,
-          seed: int | None, sim_tls: bool = False) -> Endpoint:
+          seed: int | None, sim_tls: bool = False, scenario: Scenario | None = None) -> Endpoint:
     if not spec.embedded:
         assert spec.target is not None
         e = real_endpoint(spec.target)
@@ -77,8 +77,11 @@ def _open(spec: TargetSpec, stack: contextlib.ExitStack, run_dir: Path | None, p
     from ..simulator import SimulatorProcess
 
     truth = str(run_dir / f"truth-{spec.name}.jsonl") if run_dir else None
+    from ..tts.prepare import speech_dirs  # say: lines live in the scenario's speech cache
+
     sim = stack.enter_context(SimulatorProcess(profile=profile or spec.profile, truth_log=truth, seed=seed,
-                                               tls=sim_tls or spec.tls))
+                                               tls=sim_tls or spec.tls,
+                                               fixture_dirs=tuple(speech_dirs(scenario)) if scenario else ()))
     e = embedded_endpoint(spec.name, sim.url, sim.ca_file)
     e.limits = target_limits(spec, profile)
     return e

@@ -27,6 +27,7 @@ from ..timeline import SessionTimeline, TurnTimeline
 from .pacer import LAG, Mic, Utterance
 from .recording import Recorder
 from .tools import ToolRunner, session_with_tools
+from ..tts.prepare import fixture_for, variant_for
 from .transport import ConnectError, Transport, WALL_MINUS_MONO_NS, connect
 
 NS = 1_000_000
@@ -111,6 +112,7 @@ class CallerSession:
         self.timeline.session_errors = deque(maxlen=MAX_SESSION_ERRORS)  # type: ignore[assignment]
         self.transport: Transport | None = None
         self.mic: Mic | None = None
+        self.variant = variant_for(scenario, options.seed)  # this caller's voice/noise/line (harness/tts)
         self.changed = gevent.event.Event()
         self.record = SessionRecord(run_id=options.run_id, scenario=scenario.name, target=endpoint.name,
                                     worker=options.worker, session_id=options.session_id)
@@ -219,7 +221,10 @@ class CallerSession:
         sc, a = self.sc, self.sc.audio
         silence = _messages(fixtures.silence_frames(self.in_fmt, a.chunk_ms, a.room_tone_dbfs, seed=0))
         prev = self.mic
-        self.mic = Mic(self._send_recorded if self.recorder else self._send, silence, a.chunk_ms, open_mic=not sc.manual, drop_rate=a.perturb.drop_rate,
+        drop_rate = a.perturb.drop_rate
+        if self.variant is not None and self.variant.drop_rate is not None:
+            drop_rate = self.variant.drop_rate
+        self.mic = Mic(self._send_recorded if self.recorder else self._send, silence, a.chunk_ms, open_mic=not sc.manual, drop_rate=drop_rate,
                        seed=self.opt.seed)
         if prev is not None:  # after a reconnect the session's pacing figures cover every connection
             self.mic.stats.merge(prev.stats)
@@ -247,7 +252,7 @@ class CallerSession:
                     self._wait(lambda: self._turn_over(prev), (prev.speech_end_ns or time.monotonic_ns()) + timeout_ns)
                 self._emit_ready(final=False)
                 self._sleep_until(time.monotonic_ns() + spec.pause_ms * NS)
-            self._speak(i, spec, fixtures.get_fixture(spec.fixture, sc.fixtures_dir),
+            self._speak(i, spec, fixture_for(sc, spec, self.variant),
                         prev if spec.barge_in_after_ms is not None else None)
             self._emit_ready(final=False)
         for turn in self.timeline.turns:
@@ -290,7 +295,7 @@ class CallerSession:
         a = self.sc.audio
         fs = fixtures.frames(fixture.id, self.in_fmt, a.chunk_ms, gain_db=a.perturb.gain_db,
                              snr_db=a.perturb.snr_db, seed=self.opt.seed % NOISE_VARIANTS,
-                             directory=self.sc.fixtures_dir)
+                             directory=fixture.directory or self.sc.fixtures_dir)
         kind = "manual" if spec.manual_commit or self.sc.manual else ("barge_in" if spec.barge_in_after_ms is not None
                                                                        else "vad")
         utt = Utterance(frames=_messages(fs.frames), chunk_ms=a.chunk_ms, speech_start_ms=fs.speech_start_ms,
@@ -351,6 +356,8 @@ class CallerSession:
                                   "server_session_id": self.record.server_session_id, **self.opt.extra_common},
                           active_sessions=self.opt.active_sessions(), wall_minus_mono_ns=WALL_MINUS_MONO_NS)
         rec = build_turn_record(turn, ctx)
+        if self.variant is not None:
+            rec.variant, rec.variant_fields = self.variant.label, self.variant.fields()
         if not rec.complete:  # a throttled turn is the quota's doing, not the agent's (harness/quota.py)
             rec.throttle = classify_throttle(None, None, "", rec.error) or (
                 self._cut if turn.closed_ns or self.timeline.closed_ns else "")
@@ -511,9 +518,11 @@ def prepare(scenario: Scenario, seeds: range = range(NOISE_VARIANTS)) -> None:
     _messages(fixtures.silence_frames(fmt, a.chunk_ms, a.room_tone_dbfs, seed=0))
     for seed in (seeds if a.perturb.snr_db is not None else range(1)):
         for turn in scenario.conversation:
-            fs = fixtures.frames(turn.fixture, fmt, a.chunk_ms, gain_db=a.perturb.gain_db, snr_db=a.perturb.snr_db,
-                                 seed=seed, directory=scenario.fixtures_dir)
-            _messages(fs.frames)
+            for variant in scenario.variants or [None]:
+                fx = fixture_for(scenario, turn, variant)
+                fs = fixtures.frames(fx.id, fmt, a.chunk_ms, gain_db=a.perturb.gain_db, snr_db=a.perturb.snr_db,
+                                     seed=seed, directory=fx.directory or scenario.fixtures_dir)
+                _messages(fs.frames)
 
 
 def run_session(scenario: Scenario, endpoint: Endpoint, options: SessionOptions | None = None) -> list[TurnRecord]:

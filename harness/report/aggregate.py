@@ -49,7 +49,7 @@ _BOOLS = {"complete": False, "valid": True, "expectations_ok": True}
 _INTS = ("turn_index", "active_sessions", "audio_bytes")
 _FLOATS = ("t_speech_end", "pacing_late_p99_ms", "pacing_late_max_ms", "generator_lag_ms")
 _CATS = ("target", "scenario", "kind", "reason")
-_OBJECTS = {"marks": dict, "expectations": list, "tool_calls": list}
+_OBJECTS = {"marks": dict, "expectations": list, "tool_calls": list, "variant_fields": dict}
 _TYPED = "voiceload.typed"  # DataFrame.attrs flag: already typed (attrs survive slicing)
 
 
@@ -250,6 +250,17 @@ def summarize(df: pd.DataFrame, by: Sequence[str] = ("target", "scenario"), *,
     return out
 
 
+def summary_keys(df: pd.DataFrame) -> tuple[str, ...]:
+    """summary.csv's grouping: per target and scenario, and per caller variant when the run had variants."""
+    has_variants = "variant" in df.columns and len(df) and bool((df["variant"].astype(str) != "").any())
+    return ("target", "scenario", "variant") if has_variants else ("target", "scenario")
+
+
+def summary_by_variant(df: pd.DataFrame, *, include_invalid: bool = False) -> pd.DataFrame:
+    """Which callers the agent fails: WER and completeness per caller variant (scenario variants:)."""
+    return summarize(df, by=("target", "variant"), include_invalid=include_invalid)
+
+
 def summary_by_turn(df: pd.DataFrame, *, include_invalid: bool = False) -> pd.DataFrame:
     """The summary per conversation step: which turn of the script is slow or failing."""
     return summarize(df, by=("target", "turn_index", "fixture"), include_invalid=include_invalid)
@@ -290,7 +301,7 @@ def write_tables(run_dir: str | os.PathLike[str], df: pd.DataFrame | None = None
     df = load_turns(run_dir) if df is None else df
     paths = {"turns.csv": run_dir / "turns.csv", "summary.csv": run_dir / "summary.csv"}
     turns_csv_frame(df).to_csv(paths["turns.csv"], index=False)
-    summarize(df).to_csv(paths["summary.csv"], index=False, float_format="%.6g")
+    summarize(df, by=summary_keys(df)).to_csv(paths["summary.csv"], index=False, float_format="%.6g")
     return paths
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 from ..records import REASONS
 from . import plots
 from .aggregate import (METRICS, THROTTLE_CLASSES, group_stats, load_sessions, load_turns, read_meta, summarize,
-                        summary_by_turn, write_tables)
+                        summary_by_turn, summary_by_variant, write_tables)
 from .compare import compare, comparison_html, split_targets
 from .tools import TOOL_METRICS, has_tools, tools_html
 from .markup import esc, figure, fmt_num, page, section, table
@@ -93,6 +93,23 @@ def _by_turn(df: pd.DataFrame) -> str:
             for _, r in s.head(200).iterrows()]
     return table(["target", "turn", "fixture", "turns", "complete", "first audio p50", "p95", "VAD p50",
                   "WER mean"], rows, num=range(3, 9))
+
+
+def _has_variants(df: pd.DataFrame) -> bool:
+    return bool(len(df)) and "variant" in df.columns and bool((df["variant"].astype(str) != "").any())
+
+
+def _by_variant(df: pd.DataFrame) -> str:
+    """Which callers the agent fails: one row per caller variant, worst completeness first."""
+    s = summary_by_variant(df).sort_values(["completeness", "wer_mean"], ascending=[True, False], na_position="first")
+    rows = [[esc(r["target"]), esc(r["variant"]), f"{int(r['count']):,}", fmt_num(r["completeness"], pct=True),
+             fmt_num(r["wer_mean"]), fmt_num(r["wer_p95"]), fmt_num(r["expectations_pass_rate"], pct=True),
+             fmt_num(r["first_audio_ms_p50"]), fmt_num(r["vad_ms_p50"])]
+            for _, r in s.head(300).iterrows()]
+    return ("<p class='muted small'>Each session is one caller variant (scenario <code>variants:</code>), assigned "
+            "round-robin; WER compares the input transcript with the line's text.</p>"
+            + table(["target", "caller variant", "turns", "complete", "WER mean", "WER p95", "expectations",
+                     "first audio p50", "VAD p50"], rows, num=range(2, 9)))
 
 
 def _failures(df: pd.DataFrame, groups: Mapping[str, pd.DataFrame], summary: pd.DataFrame) -> str:
@@ -271,7 +288,8 @@ def render(df: pd.DataFrame, sessions: pd.DataFrame, meta: Mapping[str, Any], na
     nav = [("overview", "Overview", True), ("thresholds", "Thresholds",
                                             bool(meta.get("thresholds")) or bool(expectation_counts(df))),
            ("compare", "Targets compared", len(groups) >= 2), ("latency", "Latency", has),
-           ("failures", "Failures", has), ("slowest", "Slowest turns", has),
+           ("variants", "Callers", _has_variants(df)), ("failures", "Failures", has),
+           ("slowest", "Slowest turns", has),
            ("expectations", "Expectations", has), ("tools", "Tool calls", has_tools(df)),
            ("sessions", "Sessions", True), ("run", "Run", True)]
     parts = [f"<header><h1>{esc(title)}</h1><div class='muted'>{esc(sub)}</div><nav>"
@@ -297,6 +315,8 @@ def render(df: pd.DataFrame, sessions: pd.DataFrame, meta: Mapping[str, Any], na
         lat += ["<h3>All metrics (ms; WER and RTF unitless)</h3>", _metric_table(summary),
                 "<h3>By conversation turn</h3>", _by_turn(df)]
         parts.append(section("latency", "Latency", "".join(lat)))
+        if _has_variants(df):
+            parts.append(section("variants", "By caller variant", _by_variant(df)))
         parts.append(section("failures", "Failures", _failures(df, groups, summary)))
         parts.append(section("slowest", f"Slowest {SLOWEST} turns (first audio)", _slowest(df)))
         parts.append(section("expectations", "Expectation failures", _expectations(df)))

@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def _serve(args: argparse.Namespace, overrides: dict[str, Any] | None, tls: Any) -> dict[str, Any]:
     sim = Simulator(args.profile or DEFAULT_PROFILE, truth_log=args.truth_log, seed=args.seed, host=args.host,
-                    port=args.port, overrides=overrides, ssl_context=tls)
+                    port=args.port, overrides=overrides, ssl_context=tls,
+                    extra_fixture_dirs=tuple(args.fixtures_dir))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):  # before the ready line: a parent may stop us at once

@@ -111,10 +111,11 @@ class SimulatorProcess:
     def __init__(self, profile: str | None = None, truth_log: str | None = None, host: str = "127.0.0.1",
                  port: int = 0, seed: int | None = None, *, overrides: dict[str, Any] | None = None,
                  stats_file: str | None = None, log_file: str | None = None, startup_timeout: float = 15.0,
-                 cpu: int | None = None, tls: bool = False) -> None:
+                 cpu: int | None = None, tls: bool = False, fixture_dirs: tuple[str, ...] = ()) -> None:
         self.tls = tls  # serve wss:// with a fresh local CA; ca_file is what clients must trust
         self.ca_file: str | None = None
         self._tls_dir: Any = None
+        self.fixture_dirs = tuple(fixture_dirs)  # extra fixture directories to recognise (speech caches)
         self.profile, self.truth_log, self.host, self.port, self.seed = profile, truth_log, host, port, seed
         self.overrides, self.stats_file, self.startup_timeout, self.cpu = overrides, stats_file, startup_timeout, cpu
         self.log_file = log_file
@@ -151,6 +152,8 @@ class SimulatorProcess:
                 files = self_signed(self._tls_dir.name)
                 self.ca_file, self._tls_files = files.ca, files
             cmd += ["--tls-cert", self._tls_files.cert, "--tls-key", self._tls_files.key]
+        for d in self.fixture_dirs:
+            cmd += ["--fixtures-dir", str(d)]
         return cmd
 
     def start(self) -> "SimulatorProcess":

@@ -214,14 +214,15 @@ class Simulator:
     def __init__(self, profile: str | Profile | None = None, *, truth_log: str | None = None, seed: int | None = None,
                  host: str = "127.0.0.1", port: int = 0, overrides: dict[str, Any] | None = None,
                  fixtures_dir: str = "audio_fixtures", replies: list[Any] | None = None,
-                 kernel_stamps: bool = True, ssl_context: Any = None) -> None:
+                 kernel_stamps: bool = True, ssl_context: Any = None,
+                 extra_fixture_dirs: tuple[str, ...] = ()) -> None:
         self.ssl_context = ssl_context  # serve wss:// (harness/tlsconf.py); kernel stamps need plain TCP
         self.profile = load_profile(profile, overrides)
         self.seed = self.profile.seed if seed is None else int(seed)
         self.host, self.port = host, port
         self.truth = TruthLog(truth_log)
         self.bank = ReplyBank(replies)
-        self.transcriber = Transcriber(fixtures_dir)
+        self.transcriber = Transcriber(fixtures_dir, extra_fixture_dirs)
         self.counters = SimStats()
         self.quota = ResourceQuota(self.profile.quotas)  # this process is one resource
         self.handshakes = 0

@@ -40,8 +40,9 @@ class Transcript:
 class Transcriber:
     """Loads the fixture fingerprints once (lazily) and memoises results per identical audio."""
 
-    def __init__(self, directory: str | Path = "audio_fixtures") -> None:
+    def __init__(self, directory: str | Path = "audio_fixtures", extra_dirs: tuple[str | Path, ...] = ()) -> None:
         self.directory = directory
+        self.extra_dirs = tuple(extra_dirs)  # e.g. a scenario's speech cache (harness/tts): synthesised lines
         self._texts: dict[str, str] | None = None
         self._candidates: dict[str, str] = {}
         self._cache: OrderedDict[tuple[int, int, bytes], tuple[str | None, float]] = OrderedDict()
@@ -50,10 +51,16 @@ class Transcriber:
     def _load(self) -> None:
         from .. import fixtures  # late: the manifest is only read when transcription is enabled
 
+        manifest: dict[str, fixtures.Fixture] = {}
         try:
             manifest = fixtures.library(self.directory)  # the caller's fixtures and the shipped library
         except (fixtures.FixtureError, OSError):
-            manifest = {}
+            pass
+        for directory in self.extra_dirs:  # speech caches of say: lines (harness/tts)
+            try:
+                manifest.update(fixtures.load_manifest(directory))
+            except (fixtures.FixtureError, OSError):
+                pass
         # Noisy variants share the clean text; matching either gives the right words.
         self._candidates = {fid: fx.fingerprint for fid, fx in manifest.items() if fx.fingerprint}
         self._texts = {fid: fx.text for fid, fx in manifest.items()}

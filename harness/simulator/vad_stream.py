@@ -118,15 +118,18 @@ class InputAudio:
         self._pending_start = None
         origin = self._vad_origin_ms
         out = []
+        was_speaking = self.speaking
         for ev in self._vad.feed(x):
             out.append(_shift(ev, origin))
             self.speaking = ev.kind == "started"
         if self.keep_audio:
-            self._trim()
+            # A run that stopped in this batch is read (transcribed) after we return: keep all of it
+            # until the next batch, or an utterance longer than IDLE_AUDIO_KEPT_MS loses its start.
+            self._trim(was_speaking or self.speaking or any(e.kind == "started" for e in out))
         return out
 
-    def _trim(self) -> None:
-        keep = MAX_AUDIO_KEPT_MS if self.speaking else IDLE_AUDIO_KEPT_MS
+    def _trim(self, speaking: bool) -> None:
+        keep = MAX_AUDIO_KEPT_MS if speaking else IDLE_AUDIO_KEPT_MS
         limit = self.position_ms - keep
         chunks = self._chunks
         while chunks and chunks[0][0] + len(chunks[0][1]) * 1000.0 / self._chunks_rate < limit:
