@@ -167,7 +167,7 @@ def parse_scenario(data: Any, file: str, *, env: dict[str, str] | None = None,
     from .tts.spec import parse_speech, parse_variants
 
     speech = parse_speech(s.get_dict(data, "speech", "", p), p)
-    variants = parse_variants(data.get("variants"), speech, p)
+    variants = parse_variants(data, speech, p)
     conversation = [_turn(t, f"conversation[{i}]", p, tool_names, speech)
                     for i, t in enumerate(s.get_list(data, "conversation", "", p))]
     if not conversation and "conversation" not in [k for k, _ in p.items]:

@@ -121,12 +121,22 @@ def parse_say(raw: dict[str, Any], path: str, speech: SpeechSpec | None, p: s.Pr
                    rate=s.get_float(raw, "rate", path, p, 1.0, lo=MIN_RATE, hi=MAX_RATE) or 1.0)
 
 
-def parse_variants(raw: Any, speech: SpeechSpec, p: s.Problems) -> list[Variant]:
-    """A mapping is a matrix (every combination of its lists); a list names each variant."""
+def parse_variants(data: dict[str, Any], speech: SpeechSpec, p: s.Problems) -> list[Variant]:
+    """A mapping is a matrix (every combination of its lists); a list names each variant.
+
+    The ``get_list`` calls whose problems are dropped declare that a value may also be a list (for the
+    JSON Schema, harness/declarations.py); the values themselves are checked per combination.
+    """
+    raw = data.get("variants")
     if raw is None:
         return []
+    if not isinstance(raw, dict):
+        s.get_list(data, "variants", "", p if isinstance(raw, list) else s.Problems([]))
     if isinstance(raw, dict):
         s.check_keys(raw, VARIANT_KEYS, "variants", p)
+        for k in VARIANT_KEYS:
+            if k in raw:
+                s.get_list(raw, k, "variants", p if isinstance(raw[k], list) else s.Problems([]))
         axes = {k: (v if isinstance(v, list) else [v]) for k, v in raw.items() if k in VARIANT_KEYS}
         for k, vals in axes.items():
             if not vals:
