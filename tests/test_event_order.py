@@ -173,3 +173,83 @@ def test_harness_first_audio_is_the_same_under_both_orders(tmp_path):
           f"per-turn max |diff| {np.abs(net['cascaded'] - net['realtime']).max():.3f}")
     assert np.abs(net["cascaded"] - net["realtime"]).max() <= 1.0
     assert abs(c[2] - r[2]) <= 1.0 and abs(c[3] - r[3]) <= 1.0
+
+
+class TimedDriver:
+    """The sans-I/O session on a fake clock (test_simulator_session.Driver), stamping each event it sends;
+    ``hold_compute`` keeps recognition results back until ``finish_compute``."""
+
+    def __init__(self, overrides, model="gpt-4.1", hold_compute=False):
+        from test_simulator_session import Driver
+
+        self.held = []
+        outer = self
+
+        class D(Driver):
+            def run(self, actions):
+                from harness.simulator.actions import Compute, Send
+
+                for a in actions:
+                    if isinstance(a, Compute) and hold_compute:
+                        outer.held.append(a)
+                        continue
+                    before = len(self.sent)
+                    super().run([a])
+                    if isinstance(a, Send) and len(self.sent) > before:
+                        self.sent[-1]["_t"] = self.now
+
+        self.d = D("ideal", overrides, model=model)
+
+    def finish_compute(self):
+        for a in self.held:
+            self.d.run(a.then(a.work(), self.d.now))
+        self.held = []
+
+    def speak(self):
+        from test_simulator_session import frames, silence
+
+        self.d.stream(frames().frames + silence(700))
+
+    def t(self, etype, n=0):
+        return [e["_t"] for e in self.d.sent if e["type"] == etype][n]
+
+
+def test_cascaded_holds_the_user_item_to_the_response_instant_and_never_moves_first_audio():
+    over = {"transcription_delay_ms": 400, "response_created_delay_ms": 30, "first_audio_delay_ms": 250}
+    runs = {}
+    for order in ("cascaded", "realtime"):
+        r = TimedDriver({**over, "event_order": order})
+        r.speak()
+        r.d.advance(3000)
+        runs[order] = r
+    c, rt = runs["cascaded"], runs["realtime"]
+    # realtime: transcription 400 ms after the commit; cascaded: capped at response.created (30 ms)
+    assert rt.t("conversation.item.input_audio_transcription.completed") - rt.t("input_audio_buffer.committed") \
+        == 400 * 1_000_000
+    assert c.t("conversation.item.input_audio_transcription.completed") == c.t("response.created") \
+        == c.t("input_audio_buffer.committed") + 30 * 1_000_000
+    # the response's instants are the same in both orders (same seed, same audio)
+    for etype in ("response.created", "response.audio.delta", "response.done"):
+        assert c.t(etype) == rt.t(etype), etype
+    assert [e["delta"] for e in c.d.of("response.audio.delta")] == [e["delta"] for e in rt.d.of("response.audio.delta")]
+
+
+def test_cascaded_response_waits_for_a_slow_recognition_then_follows_at_once():
+    r = TimedDriver({"transcription_delay_ms": 400, "response_created_delay_ms": 30, "first_audio_delay_ms": 250},
+                    hold_compute=True)
+    from test_simulator_session import frames, silence
+
+    r.d.stream(frames().frames + silence(560))  # just enough trailing silence for the VAD to commit
+    committed = r.t("input_audio_buffer.committed")
+    r.d.advance((committed + 100 * 1_000_000 - r.d.now) / 1_000_000)
+    # response.created was due 30 ms after the commit: held, recognition still running
+    assert "response.created" not in r.d.types() and "conversation.item.created" not in r.d.types()
+    r.finish_compute()  # recognition done (70 ms late): transcript, user item, response - now, not at 400 ms
+    types = r.d.types()
+    i = types.index("conversation.item.input_audio_transcription.completed")
+    assert types[i:i + 3] == ["conversation.item.input_audio_transcription.completed", "conversation.item.created",
+                              "response.created"]
+    assert r.t("response.created") == r.t("conversation.item.input_audio_transcription.completed")
+    assert r.t("response.created") - r.t("input_audio_buffer.committed") < 150 * 1_000_000  # not the 400 ms draw
+    r.d.advance(3000)
+    assert r.d.of("response.done")[0]["response"]["status"] == "completed"

@@ -53,12 +53,14 @@ def response_gate(held: HeldUserItem | None) -> Callable[[int], "list[Action] | 
     return gate
 
 
-def recognised(held: HeldUserItem, flush: Callable[[HeldUserItem, int], list[Action]]) -> Callable[[str, int], list[Action]]:
-    """After recognition: the transcript is known; flush it when the drawn delay is over (or now)."""
+def recognised(held: HeldUserItem, flush: Callable[[HeldUserItem, int], list[Action]],
+               waiting: Callable[[], bool]) -> Callable[[str, int], list[Action]]:
+    """After recognition: the transcript is known; flush it when the drawn delay is over, or now if
+    that is past or a response is already being held for it (``waiting``)."""
 
     def then(text: str, done_ns: int) -> list[Action]:
         held.text = text
-        if done_ns >= held.due_ns:
+        if done_ns >= held.due_ns or waiting():
             return flush(held, done_ns)
         return [Timer(held.due_ns, lambda now: flush(held, now))]
 

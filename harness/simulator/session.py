@@ -296,7 +296,8 @@ class SimSession:
                                          now_ns, delay_ns, lambda: not self.closed)
         held.due_ns = now_ns + delay_ns
         return [recognise_action(self.s.transcriber, samples, rate, rng, self.profile.transcription,
-                                 recognised(held, self._flush_user_item))]
+                                 recognised(held, self._flush_user_item,
+                                            lambda: self.response is not None and self.response.blocked))]
 
     def _commit(self, event: dict[str, Any], now_ns: int) -> list[Action]:
         out: list[Action] = []
