@@ -183,3 +183,20 @@ def fields(tree: dict[Path, Field] | None = None) -> list[Field]:
 
     visit(())
     return out
+
+
+def write_generated(render: Callable[[], str], shipped: Any, argv: list[str] | None = None) -> int:
+    """``python -m`` entry of a file generated from these declarations (the JSON Schema, docs/scenarios.md):
+    write ``shipped`` (or the path given; ``-`` prints it)."""
+    import sys
+    from pathlib import Path as _P
+
+    args = sys.argv[1:] if argv is None else argv
+    out = args[0] if args else str(shipped)
+    text = render()
+    if out == "-":
+        sys.stdout.write(text)
+    else:
+        _P(out).write_text(text, encoding="utf-8")
+        print(f"wrote {out}")
+    return 0

@@ -11,7 +11,6 @@ edit; tests/test_scenario_docs.py fails until the shipped page is regenerated::
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .declarations import ITEMS, Field, Path as FieldPath, fields, walk
+from .declarations import ITEMS, Field, Path as FieldPath, fields, walk, write_generated
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "docs" / "scenarios.md"
@@ -234,15 +233,7 @@ def render(tree: dict[FieldPath, Field] | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Write docs/scenarios.md (or the path given; ``-`` prints it)."""
-    args = sys.argv[1:] if argv is None else argv
-    out = args[0] if args else str(SHIPPED)
-    text = render()
-    if out == "-":
-        sys.stdout.write(text)
-    else:
-        Path(out).write_text(text, encoding="utf-8")
-        print(f"wrote {out}")
-    return 0
+    return write_generated(render, SHIPPED, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

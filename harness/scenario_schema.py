@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .declarations import ITEMS, Field, walk
+from .declarations import ITEMS, Field, walk, write_generated
 
 SHIPPED = Path(__file__).resolve().parent / "scenario.schema.json"
 ID = "https://voiceload.dev/schemas/scenario.schema.json"
@@ -122,15 +122,7 @@ def render() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Write the schema to ``harness/scenario.schema.json`` (or the path given; ``-`` prints it)."""
-    args = sys.argv[1:] if argv is None else argv
-    out = args[0] if args else str(SHIPPED)
-    text = render()
-    if out == "-":
-        sys.stdout.write(text)
-    else:
-        Path(out).write_text(text, encoding="utf-8")
-        print(f"wrote {out}")
-    return 0
+    return write_generated(render, SHIPPED, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover
