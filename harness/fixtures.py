@@ -199,8 +199,13 @@ def add_fixture(
     directory: str | Path = "audio_fixtures",
     language: str = "en-US",
     use_case: str = "custom",
+    *,
+    synth: str | None = None,
+    snr_db: float | None = None,
 ) -> Fixture:
-    """Convert any WAV/FLAC/OGG to a fixture (24 kHz mono PCM16), measure it and add it to the manifest."""
+    """Convert any WAV/FLAC/OGG to a fixture (24 kHz mono PCM16), measure it and add it to the manifest.
+
+    ``synth``/``snr_db`` describe a synthesised line (``voiceload fixtures say``, harness/tts)."""
     src = Path(src_path)
     fid = fixture_id if fixture_id is not None else re.sub(r"[^a-z0-9_-]+", "_", src.stem.lower()).strip("_-")
     if not ID_RE.match(fid):
@@ -231,7 +236,7 @@ def add_fixture(
     fx = Fixture(
         id=fid, file=f"{fid}.wav", text=text, language=language, use_case=use_case,
         speech_start_ms=bounds[0], speech_end_ms=bounds[1], duration_ms=len(pcm) * 1000 // audio.BASE_RATE,
-        fingerprint=audio.fingerprint(pcm, audio.BASE_RATE), directory=base,
+        fingerprint=audio.fingerprint(pcm, audio.BASE_RATE), directory=base, synth=synth, snr_db=snr_db,
     )
     wav = base / fx.file
     fd, tmp = tempfile.mkstemp(dir=base, prefix=f".{fid}.", suffix=".wav")

@@ -56,11 +56,10 @@ def prepare_for_run(scenario: Any, quiet: bool = False) -> int | None:
 
 def cmd_say(args: argparse.Namespace) -> int:
     import re
-    import shutil
 
     from .. import fixtures
     from ..auth import redact
-    from .cache import Line, SpeechCache
+    from .cache import CACHE_SUBDIR, Line, SpeechCache
     from .engines import MAX_RATE, MIN_RATE, EngineError, default_engine, parse_voice
     from .render import Caller
 
@@ -82,24 +81,17 @@ def cmd_say(args: argparse.Namespace) -> int:
     if not fixtures.ID_RE.match(fid):
         print(f"error: --id: invalid id {fid!r} (use a-z, 0-9, '_' and '-', at most 64)", file=sys.stderr)
         return EXIT_USAGE
-    directory = fixtures._resolve(args.dir)
     line = Line(text=args.text, voice=voice, rate=args.rate,
                 caller=Caller(noise=args.noise, snr_db=args.snr, channel=args.channel, gain_db=args.gain))
-    cache = SpeechCache(directory / ".voiceload-cache" / "tts")
+    cache = SpeechCache(Path(args.dir) / CACHE_SUBDIR)  # re-running the same line reuses its synthesis
     try:
         cache.engines.get(voice.engine).check(voice.name)
         made = cache.get(line, use_case=args.use_case)
+        fx = fixtures.add_fixture(made.path, args.text, fixture_id=fid, directory=args.dir, language=made.language,
+                                  use_case=args.use_case, synth=made.synth, snr_db=made.snr_db)
     except (EngineError, fixtures.FixtureError, OSError) as exc:
         print(f"error: {redact(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
-    existing = fixtures.load_manifest(directory) if (directory / fixtures.MANIFEST).exists() else {}
-    if fid in existing or (directory / f"{fid}.wav").exists():
-        print(f"error: {fixtures._display(args.dir)}: id: duplicate id {fid!r} (choose another with --id)",
-              file=sys.stderr)
-        return EXIT_USAGE
-    shutil.copyfile(made.path, directory / f"{fid}.wav")
-    fx = fixtures.Fixture(**{**made.to_dict(), "id": fid, "file": f"{fid}.wav"}, directory=directory)
-    fixtures.save_manifest(directory, [*existing.values(), fx])
     how = "from the cache" if cache.stats.synthesised == 0 else (
         f"synthesised {cache.stats.speech_s:.1f} s of speech in {cache.stats.wall_s:.2f} s")
     print(f"added {fid}: {fx.file} ({fx.synth}) speech {fx.speech_start_ms}–{fx.speech_end_ms} ms of "
@@ -113,7 +105,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from .cache import CACHE_SUBDIR
 
     try:
-        table = fixtures.load_manifest(args.dir)
+        table = fixtures.library(args.dir)  # the user's fixtures and the shipped library
     except fixtures.FixtureError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
