@@ -58,7 +58,7 @@ class TurnSpec:
     expect: Expectations = field(default_factory=Expectations)
     # Speech synthesis (harness/tts): a say: line has no fixture until prepare_speech() makes one per
     # caller variant: variant_fixtures[i] = (fixture id, directory); fixture is variant 0's id.
-    say: Any = None  # harness.tts.spec.SayLine
+    say: Any = None  # words the caller says, synthesised before load (harness.tts.spec.SayLine)
     variant_fixtures: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -119,8 +119,8 @@ class Scenario:
     fixtures_dir: str = "audio_fixtures"
     tools: list[Any] = field(default_factory=list)  # tools.FunctionTool, answered by the caller
     mcp_tools: list[dict[str, Any]] = field(default_factory=list)  # MCP servers the service calls itself
-    speech: Any = None  # harness.tts.spec.SpeechSpec: defaults of say: lines, the speech cache
-    variants: list[Any] = field(default_factory=list)  # harness.tts.spec.Variant: callers, one per session
+    speech: Any = None  # defaults of say: lines and their cache (harness.tts.spec.SpeechSpec)
+    variants: list[Any] = field(default_factory=list)  # callers, one per session (harness.tts.spec.Variant)
 
     @property
     def manual(self) -> bool:

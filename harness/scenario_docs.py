@@ -77,6 +77,30 @@ NOTES = {
     "load.stop_timeout": "at the end, how long sessions in flight may finish their turns",
     "load.shape.type": "the shape's name; its parameters sit beside it",
     "load.abort_on": "stop a run that cannot produce data, with the diagnosis at once (exit 3)",
+    # speech synthesis (harness/tts, docs/speech.md)
+    "conversation[].say": "words the caller says, synthesised before load starts (instead of `fixture`)",
+    "conversation[].voice": "`engine:voice` for this line (piper:en_US-joe-medium, espeak:de, azure:<voice>); "
+                            "wins over the variant's",
+    "conversation[].rate": "speaking rate of this line (multiplies speech.rate and the variant's rate)",
+    "speech": "defaults of say: lines and where their audio is cached",
+    "speech.engine": "engine of voices written without one (default: piper when installed, else espeak)",
+    "speech.voice": "default voice, `engine:voice`",
+    "speech.rate": "default speaking rate (1.0 = the voice's own)",
+    "speech.cache_dir": "speech cache, relative to the scenario file (default .voiceload-cache/tts; "
+                        "$VOICELOAD_TTS_CACHE)",
+    "speech.azure": "Azure AI Speech resource for azure: voices (REST, raw 24 kHz PCM)",
+    "speech.azure.region": "the resource's region (https://<region>.tts.speech.microsoft.com)",
+    "speech.azure.endpoint": "full text-to-speech URL instead of the region (custom domain, sovereign cloud)",
+    "speech.azure.auth": "api_key (Ocp-Apim-Subscription-Key), entra or token (Authorization: Bearer)",
+    "variants": "caller variants: a mapping of lists is a matrix of every combination, a list names each "
+                "caller; each session is one caller, round-robin",
+    "variants.voice": "voice(s) `engine:voice`",
+    "variants.rate": "speaking rate(s)",
+    "variants.noise": "background noise kind(s)",
+    "variants.snr_db": "speech-to-noise ratio(s) of the noise, dB (default 10)",
+    "variants.channel": "`g711`: through a mu-law telephone line (8 kHz)",
+    "variants.gain_db": "level change(s), dB",
+    "variants[].id": "the caller's name in records and reports",
 }
 #: Defaults the parser computes (shown instead of what the probe document produced).
 DEFAULTS = {"name": "the file name"}

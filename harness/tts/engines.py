@@ -140,6 +140,15 @@ def _piper_voice(model: str) -> Any:
     return PiperVoice.load(model)
 
 
+def release() -> None:
+    """Drop loaded models (and ONNX Runtime's thread pool) before load starts: a load generator should
+    not carry a TTS model's memory and idle threads through the run."""
+    import gc
+
+    _piper_voice.cache_clear()
+    gc.collect()
+
+
 # -- espeak-ng -----------------------------------------------------------------------------------------
 class EspeakEngine:
     """espeak-ng's formant voices (``de``, ``fr-fr+f2``, ``es+m3``...): robotic but ~100 languages."""

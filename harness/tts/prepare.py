@@ -14,7 +14,7 @@ from typing import IO, Any
 
 from .. import fixtures
 from .cache import Line, SpeechCache, cache_dir
-from .engines import EngineError, Engines, parse_voice
+from .engines import EngineError, Engines, parse_voice, release
 from .render import Caller
 from .spec import Prepared, SpeechSpec, Variant
 
@@ -66,6 +66,21 @@ def prepare_speech(scenario: Any, *, engines: Engines | None = None, progress: I
     if speech.note and progress is not None and any(t.say is not None for t in scenario.conversation):
         print(f"voiceload: speech: {speech.note}", file=progress)
     t0 = time.perf_counter()
+    try:
+        _prepare_rows(scenario, cache, rows, done)
+    finally:
+        release()
+    st = cache.stats
+    done.hits, done.made, done.synthesised = st.hits, st.made, st.synthesised
+    done.speech_s, done.cpu_s, done.wall_s, done.by_engine = st.speech_s, st.cpu_s, st.wall_s, st.by_engine
+    if progress is not None:
+        print(f"voiceload: speech: {done.lines} line(s), {done.hits} from the cache, {done.made} made from "
+              f"{done.synthesised} synthesised ({done.speech_s:.1f} s of speech) in {time.perf_counter() - t0:.2f} s "
+              f"→ {cache.dir}", file=progress)
+    return done
+
+
+def _prepare_rows(scenario: Any, cache: SpeechCache, rows: list[list[Line | None]], done: Prepared) -> None:
     for i, (turn, row) in enumerate(zip(scenario.conversation, rows)):
         pairs: list[tuple[str, str]] = []
         for line in row:
@@ -81,14 +96,6 @@ def prepare_speech(scenario: Any, *, engines: Engines | None = None, progress: I
         turn.variant_fixtures = pairs
         if turn.say is not None:
             turn.fixture = pairs[0][0]
-    st = cache.stats
-    done.hits, done.made, done.synthesised = st.hits, st.made, st.synthesised
-    done.speech_s, done.cpu_s, done.wall_s, done.by_engine = st.speech_s, st.cpu_s, st.wall_s, st.by_engine
-    if progress is not None:
-        print(f"voiceload: speech: {done.lines} line(s), {done.hits} from the cache, {done.made} made from "
-              f"{done.synthesised} synthesised ({done.speech_s:.1f} s of speech) in {time.perf_counter() - t0:.2f} s "
-              f"→ {cache.dir}", file=progress)
-    return done
 
 
 def _check_engines(scenario: Any, cache: SpeechCache, rows: list[list[Line | None]]) -> None:
