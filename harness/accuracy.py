@@ -44,3 +44,44 @@ def compare(turns: Iterable[dict[str, Any]], truth: Iterable[dict[str, Any]]) ->
 
 def compare_files(turns_jsonl: str | os.PathLike[str], truth_jsonl: str | os.PathLike[str]) -> list[Comparison]:
     return compare(read_records(turns_jsonl), read_records(truth_jsonl))
+
+
+@dataclass
+class ToolComparison:
+    metric: str  # first_tool_call_ms | answer_first_audio_ms
+    response_id: str
+    harness_ms: float
+    truth_ms: float
+
+    @property
+    def error_ms(self) -> float:
+        return self.harness_ms - self.truth_ms
+
+
+def compare_tools(turns: Iterable[dict[str, Any]], truth: Iterable[dict[str, Any]]) -> list[ToolComparison]:
+    """Tool metrics against the simulator's tool instants (harness/simulator/tools.py).
+
+    A tool turn's record carries the answer's response id; the answer's truth names the calling
+    response (``answer_to``). first_tool_call_ms is checked like first audio (speech end received →
+    first call's arguments sent, shifted along the audio timeline); answer_first_audio_ms against the
+    answer's first audio sent after the caller's ``response.create`` arrived (function calls) or after
+    ``mcp_call.completed`` was sent (MCP, agent actions).
+    """
+    by_id = {t["response_id"]: t for t in truth if t.get("response_id")}
+    out: list[ToolComparison] = []
+    for rec in turns:
+        answer = by_id.get(rec.get("response_id"))
+        calling = by_id.get(answer.get("answer_to")) if answer else None
+        if calling is None:
+            continue
+        rid = rec["response_id"]
+        if rec.get("first_tool_call_ms") is not None and calling.get("tool_args_done_sent_mono_ns") and \
+                calling.get("speech_end_recv_mono_ns") and rec.get("speech_end_audio_ms") is not None:
+            raw = (calling["tool_args_done_sent_mono_ns"] - calling["speech_end_recv_mono_ns"]) / 1e6
+            shift = rec["speech_end_audio_ms"] - calling["speech_end_audio_ms"]
+            out.append(ToolComparison("first_tool_call_ms", rid, rec["first_tool_call_ms"], raw - shift))
+        ref = answer.get("answer_request_recv_mono_ns") or calling.get("tool_result_sent_mono_ns")
+        if rec.get("answer_first_audio_ms") is not None and ref and answer.get("first_audio_sent_mono_ns"):
+            out.append(ToolComparison("answer_first_audio_ms", rid, rec["answer_first_audio_ms"],
+                                      (answer["first_audio_sent_mono_ns"] - ref) / 1e6))
+    return out

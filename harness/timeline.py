@@ -212,6 +212,8 @@ class SessionTimeline:
                 # A tool turn continues across responses (call, filler, answer): keep what was heard.
                 turn.tools.on_response_created(rid, t)
                 turn.response_done_ns = turn.status = turn.status_reason = None
+                if turn.response_transcript and not turn.response_transcript[-1].endswith(" "):
+                    turn.response_transcript.append(" ")
             elif turn.response_id and rid and rid != turn.response_id:
                 turn.superseded.append(turn.response_id)
                 turn.deltas.clear()
@@ -234,6 +236,8 @@ class SessionTimeline:
             self._tool_event(turn, event, etype, t)
         elif etype == ev.AUDIO_DELTA:
             self._audio(turn, event.get("delta"), t)
+            if turn.tools is not None:
+                turn.tools.on_audio(event.get("response_id"), t)
         elif etype in (ev.AUDIO_TRANSCRIPT_DELTA, ev.TEXT_DELTA):
             d = event.get("delta")
             if isinstance(d, str):

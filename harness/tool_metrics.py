@@ -33,8 +33,7 @@ def fill(rec: TurnRecord, turn: TurnTimeline, bytes_per_ms: float, expect: ToolE
     rec.tool_exec_ms = round(max(execs), 3) if execs else None
     result = st.result_ns
     if result is not None:
-        after = next((t for t, _ in turn.deltas if t >= result), None)
-        rec.answer_first_audio_ms = _ms(after, result)
+        rec.answer_first_audio_ms = _ms(st.answer_first_audio_ns, result)
         rec.filler_audio_ms = round(sum(n for t, n in turn.deltas if t < result) / bytes_per_ms, 3)
     marks = {"first_tool_call": st.first_call_ns, "tool_result": result}
     ref = turn.speech_end_ns or turn.utterance_start_ns

@@ -50,7 +50,8 @@ class ToolState:
     calls: list[ToolCall] = field(default_factory=list)
     calling: list[str] = field(default_factory=list)  # response ids that issued calls
     answer_requested_ns: int | None = None  # last response.create sent after function outputs
-    answer_response_id: str | None = None  # the response created after that request
+    answer_response_id: str | None = None  # the first response created after the tool result was in
+    answer_first_audio_ns: int | None = None  # its first audio delta
 
     def call_for(self, event: dict[str, Any]) -> ToolCall | None:
         item, cid = event.get("item_id"), event.get("call_id")
@@ -90,8 +91,14 @@ class ToolState:
         return not response_done
 
     def on_response_created(self, response_id: str | None, t: int) -> None:
-        if self.answer_requested_ns is not None and self.answer_response_id is None and t >= self.answer_requested_ns:
-            self.answer_response_id = response_id
+        result = self.result_ns
+        if result is not None and self.answer_response_id is None and t >= result and not any(
+                c.kind == "function" and c.result_ns is None for c in self.calls):
+            self.answer_response_id, self.answer_first_audio_ns = response_id, None
+
+    def on_audio(self, response_id: Any, t: int) -> None:
+        if self.answer_first_audio_ns is None and response_id is not None and response_id == self.answer_response_id:
+            self.answer_first_audio_ns = t
 
 
 def apply(state: ToolState, event: dict[str, Any], etype: str, t: int, response_id: str | None) -> None:

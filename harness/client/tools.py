@@ -157,7 +157,7 @@ class ToolRunner:
                 self.send(ev.dumps(ev.item_create(item, previous_item_id=c.item_id or None,
                                                   event_id=ev.new_event_id())))
                 c.result_ns = time.monotonic_ns()
-            st.answer_requested_ns, st.answer_response_id = time.monotonic_ns(), None
+            st.answer_requested_ns, st.answer_response_id, st.answer_first_audio_ns = time.monotonic_ns(), None, None
             self.send(ev.dumps(ev.response_create(event_id=ev.new_event_id())))
         except ConnectionError:
             pass

@@ -112,6 +112,17 @@ class TranscriptionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolsConfig:
+    """Tool calls (harness/simulator/tools.py): server-side latencies and how long to wait for the caller."""
+
+    mcp_call_ms: Dist = field(default_factory=lambda: Dist("fixed", value=400.0))  # MCP server round trip
+    mcp_list_tools_ms: Dist = field(default_factory=lambda: Dist("fixed", value=150.0))
+    agent_action_ms: Dist = field(default_factory=lambda: Dist("fixed", value=600.0))  # agent mode actions
+    output_timeout_s: float = 15.0  # no function_call_output by then: error event, round abandoned
+    argument_deltas: int = 2
+
+
+@dataclass(frozen=True, slots=True)
 class Profile:
     """Everything that makes one simulator differ from another; see scenarios/profiles/*.yaml."""
 
@@ -142,6 +153,7 @@ class Profile:
     transcription: TranscriptionConfig = field(default_factory=TranscriptionConfig)
     faults: Faults = field(default_factory=Faults)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
     source: str = ""
 
     @property
@@ -347,6 +359,8 @@ def profile_from_dict(raw: dict[str, Any], src: str = "<profile>") -> Profile:
             kw[key] = _section(value, Faults, src, key)
         elif key == "auth":
             kw[key] = _section(value, AuthConfig, src, key)
+        elif key == "tools":
+            kw[key] = _section(value, ToolsConfig, src, key)
         else:
             known = sorted(f.name for f in fields(Profile) if f.name not in ("source", "on_tokens_exceeded"))
             raise _err(src, key, f"unknown key (expected one of {', '.join(known)})")

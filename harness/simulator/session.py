@@ -8,6 +8,8 @@ runs with the same seed and the same audio make the same choices.
 
 from __future__ import annotations
 
+import dataclasses
+
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +25,7 @@ from .quotas import (SESSION_EXPIRED, THROTTLED_TOKENS, TOKENS_CLOSE_CODE, Resou
                      failed_response, throttle_record, tokens_error)
 from .planning import draw_plan
 from .responder import ActiveResponse, ReplyBank, ResponseContext
+from .tools import SimTools
 from .transcribe import Transcriber, recognise_action, transcription_actions
 from .truth import TurnTruth
 from .vad_stream import InputAudio, SpeechEvent, vad_params
@@ -89,6 +92,9 @@ class SimSession:
         self.input = InputAudio(ps.input_format_of(self.config), vad_params(self.config["turn_detection"]),
                                 self.profile.vad_batch_ms, keep_audio=self.config["input_audio_transcription"] is not None)
         self.conv = Conversation(self._error)
+        self.tools = SimTools(self)
+        self.reply_override: tuple[Any, float] | None = None  # set by tools: the next response says this
+        self.input.keep_audio = self.input.keep_audio or self.tools.needs_audio(self.config)
         self.response: ActiveResponse | None = None
         self.speech: _Speech | None = None
         self.last_speech: tuple[int, int] | None = None  # (onset, end) of the last run, manual mode
@@ -180,10 +186,10 @@ class SimSession:
         if fmt != self.input.fmt or old["turn_detection"] != merged["turn_detection"]:
             self.input.configure(fmt, vad_params(merged["turn_detection"]))
             self.speech = None
-        self.input.keep_audio = merged["input_audio_transcription"] is not None
+        self.input.keep_audio = merged["input_audio_transcription"] is not None or self.tools.needs_audio(merged)
         return [Send(ev.server_event(ev.SESSION_UPDATED, session=merged))] + [
             Send(ev.server_event(ev.WARNING, warning={"code": w.code, "message": w.message, "param": f"session.{w.param}"}))
-            for w in issues]
+            for w in issues] + self.tools.on_session_update(old, merged, now_ns)
 
     # --- input audio -----------------------------------------------------------------------------
     def _append(self, event: dict[str, Any], recv_ns: int, recv_wall_ns: int) -> list[Action]:
@@ -356,7 +362,12 @@ class SimSession:
             truth = self._truth("response.create", None, None, None)
         return out + self._start_response(truth, now_ns, params)
 
-    def _start_response(self, truth: TurnTruth, now_ns: int, params: dict[str, Any]) -> list[Action]:
+    def _start_response(self, truth: TurnTruth, now_ns: int, params: dict[str, Any],
+                        tools_checked: bool = False) -> list[Action]:
+        if not tools_checked:
+            hooked = self.tools.start(truth, now_ns, params)
+            if hooked is not None:
+                return hooked
         p, s = self.profile, self.s
         retry = self.quota.tokens_retry_after(now_ns)
         if retry is not None:
@@ -365,6 +376,9 @@ class SimSession:
         self.response_seq += 1
         plan = draw_plan(p, s.bank, s.seed, s.session_index, seq, now_ns, truth.speech_end_recv_mono_ns, params,
                          self.config, self.cascaded)
+        if self.reply_override is not None:  # tools: the answer to a tool call, or an interim filler
+            (reply, keep_ms), self.reply_override = self.reply_override, None
+            plan = dataclasses.replace(plan, reply=reply, keep_ms=keep_ms)
         rid, item_id = ev.new_id("resp"), ev.new_id("item")
         modalities = params.get("modalities") or self.config["modalities"]
         try:
@@ -448,7 +462,7 @@ _HANDLERS = {
     ev.INPUT_AUDIO_CLEAR: SimSession._clear,
     ev.RESPONSE_CREATE: SimSession._response_create,
     ev.RESPONSE_CANCEL: SimSession._response_cancel,
-    ev.ITEM_CREATE: lambda self, e, now: self._item_create(e, now),
+    ev.ITEM_CREATE: lambda self, e, now: self.tools.on_item(e, now) or self._item_create(e, now),
     ev.ITEM_TRUNCATE: lambda self, e, now: self.conv.truncate(e, now),
     ev.ITEM_DELETE: lambda self, e, now: self.conv.delete(e, now),
     ev.ITEM_RETRIEVE: lambda self, e, now: self.conv.retrieve(e, now),

@@ -60,6 +60,19 @@ class TurnTruth:
     reason: str | None = None  # turn_detected | client_cancelled | ...
     first_audio_ms_truth: float | None = None  # (first_audio_sent - speech_end_recv) / 1e6
     kind: str = "response"  # "throttle" lines (quotas.throttle_record) share the log
+    # Tool calls (harness/simulator/tools.py). On the calling response: what was called and when the
+    # first call's arguments were complete (function/mcp) and the MCP/agent call ended (both sent).
+    tool_kind: str | None = None  # function | mcp | agent
+    tool_calls: list[dict[str, Any]] | None = None  # [{name, call_id, arguments}]
+    tool_args_done_sent_mono_ns: int | None = None
+    tool_args_done_sent_wall_ns: int | None = None
+    tool_result_sent_mono_ns: int | None = None
+    tool_result_sent_wall_ns: int | None = None
+    tool_latency_ms: float | None = None  # injected MCP / agent action latency
+    # On the answer (or interim filler) response: which calling response it follows, and when the
+    # caller's response.create for it arrived (function calls; kernel arrival stamp).
+    answer_to: str | None = None
+    answer_request_recv_mono_ns: int | None = None
 
     def stamp(self, instant: str) -> None:
         """Record ``instant`` now on both clocks (called by the writer right before a send)."""
@@ -69,6 +82,8 @@ class TurnTruth:
                 self.first_audio_sent_mono_ns, self.first_audio_sent_wall_ns = mono, wall
             self.last_audio_sent_mono_ns, self.last_audio_sent_wall_ns = mono, wall
             return
+        if instant == "tool_args_done_sent" and self.tool_args_done_sent_mono_ns is not None:
+            return  # parallel calls: the first one's arguments are what the caller waits for
         setattr(self, f"{instant}_mono_ns", mono)
         setattr(self, f"{instant}_wall_ns", wall)
 
