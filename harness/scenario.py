@@ -201,6 +201,8 @@ def _tools(data: dict[str, Any], session: dict[str, Any], p: s.Problems) -> tupl
     if data.get("tools") and session.get("tools"):
         p.add("session.tools", "give tools at the top level (with executors), not in session")
     functions, mcp = parse_tools(s.get_list(data, "tools", "", p), p)
+    if not functions and not mcp:
+        return functions, mcp, None  # no tools declared: an agent's own actions may have any name
     names: list[str] | None = [f.name for f in functions]
     for m in mcp:
         if "allowed_tools" not in m:

@@ -300,6 +300,7 @@ class CallingResponse:
         self.ctx = types.SimpleNamespace(response_id=self.rid, item_id=None)
         self.calls_at, self.latency_ms = calls_at, latency_ms
         self.state = "pending"
+        self.blocked = False
         self.items: list[dict[str, Any]] = []
         for (name, args), (kind, label) in zip(calls, kinds):
             item: dict[str, Any] = {"id": ev.new_id("item"), "object": "realtime.item", "status": "in_progress",
@@ -331,9 +332,20 @@ class CallingResponse:
     def on_created(self, now_ns: int) -> list[Action]:
         if self.state != "pending":
             return []
+        sess = self.tools.sess
+        held = sess._gate(sess.user_item if sess.cascaded else None)(now_ns)  # cascaded: the user item first
+        if held is None:
+            self.blocked = True
+            return []
         self.state = "calling"
-        return [Send(ev.server_event(ev.RESPONSE_CREATED, response=self._response("in_progress")), self.truth,
-                     "response_created"), Timer(self.calls_at, self.on_calls)]
+        return held + [Send(ev.server_event(ev.RESPONSE_CREATED, response=self._response("in_progress")), self.truth,
+                            "response_created"), Timer(max(now_ns, self.calls_at), self.on_calls)]
+
+    def release(self, now_ns: int) -> list[Action]:
+        if self.blocked and self.state == "pending":
+            self.blocked = False
+            return self.on_created(now_ns)
+        return []
 
     def on_calls(self, now_ns: int) -> list[Action]:
         if self.state != "calling":
