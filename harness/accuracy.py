@@ -48,7 +48,7 @@ def compare_files(turns_jsonl: str | os.PathLike[str], truth_jsonl: str | os.Pat
 
 @dataclass
 class ToolComparison:
-    metric: str  # first_tool_call_ms | answer_first_audio_ms
+    metric: str  # first_tool_call_ms | tool_call_after_speech_stopped_ms | answer_first_audio_ms
     response_id: str
     harness_ms: float
     truth_ms: float
@@ -80,6 +80,14 @@ def compare_tools(turns: Iterable[dict[str, Any]], truth: Iterable[dict[str, Any
             raw = (calling["tool_args_done_sent_mono_ns"] - calling["speech_end_recv_mono_ns"]) / 1e6
             shift = rec["speech_end_audio_ms"] - calling["speech_end_audio_ms"]
             out.append(ToolComparison("first_tool_call_ms", rid, rec["first_tool_call_ms"], raw - shift))
+        # The same event measured from speech_stopped (both ends stamp server events): no VAD shift, so
+        # it isolates how the tool event itself was stamped, even on turns whose pacing was late.
+        stopped = (rec.get("marks") or {}).get("speech_stopped")
+        if rec.get("first_tool_call_ms") is not None and stopped is not None and \
+                calling.get("tool_args_done_sent_mono_ns") and calling.get("speech_stopped_sent_mono_ns"):
+            out.append(ToolComparison("tool_call_after_speech_stopped_ms", rid, rec["first_tool_call_ms"] - stopped,
+                                      (calling["tool_args_done_sent_mono_ns"]
+                                       - calling["speech_stopped_sent_mono_ns"]) / 1e6))
         ref = answer.get("answer_request_recv_mono_ns") or calling.get("tool_result_sent_mono_ns")
         if rec.get("answer_first_audio_ms") is not None and ref and answer.get("first_audio_sent_mono_ns"):
             out.append(ToolComparison("answer_first_audio_ms", rid, rec["answer_first_audio_ms"],

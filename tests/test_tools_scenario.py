@@ -117,7 +117,8 @@ def test_precision_recall_check_gate_and_report_section(tmp_path):
     ok = check("first_tool_call_ms.p95 <= 1100", "tool_recall >= 0.2")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     bad = check("first_tool_call_ms.p95 <= 1000", "tool_precision >= 0.9")
-    assert bad.returncode == 1 and bad.stdout.count("FAIL") == 2, bad.stdout + bad.stderr
+    assert bad.returncode == 1 and bad.stdout.count("\nFAIL ") == 2, bad.stdout + bad.stderr
+    assert "first_tool_call_ms.p95" in bad.stdout.splitlines()[-1] and "tool_precision" in bad.stdout.splitlines()[-1]
     html = write_report(tmp_path).read_text()
     assert "id='tools'" in html and "Accuracy per tool" in html and "never answered" in html
     assert "<code>first_tool_call_ms</code>" in html and "<code>filler_audio_ms</code>" not in html

@@ -65,15 +65,16 @@ def tools_html(df: pd.DataFrame) -> str:
     from .html import esc, fmt_num, table
 
     parts = []
-    rows = []
+    rows, lat = [], []
     for target, g in df.groupby("target", observed=True, sort=False):
         st = group_stats(g)
-        rows.append([esc(target), f"{int(st['tool_call_count']):,}", f"{int(st['reason_tool_timeout']):,}"]
-                    + [fmt_num(st[f"{m}_{s}"]) for m in TOOL_METRICS for s in ("p50", "p95")]
-                    + [fmt_num(st["tool_precision"], pct=True), fmt_num(st["tool_recall"], pct=True)])
-    heads = ["target", "calls", "tool_timeout"] + [f"{m.removesuffix('_ms')} {s}" for m in TOOL_METRICS
-                                                   for s in ("p50", "p95")] + ["precision", "recall"]
-    parts.append(table(heads, rows, num=range(1, len(heads))))
+        rows.append([esc(target), f"{int(st['tool_call_count']):,}", f"{int(st['reason_tool_timeout']):,}",
+                     fmt_num(st["tool_precision"], pct=True), fmt_num(st["tool_recall"], pct=True)])
+        lat += [[f"<code>{esc(m)}</code>", esc(target), f"{int(st[f'{m}_count']):,}"]
+                + [fmt_num(st[f"{m}_{s}"]) for s in ("p50", "p95", "p99", "max")] for m in TOOL_METRICS
+                if st[f"{m}_count"]]
+    parts.append(table(["target", "calls", "tool_timeout turns", "precision", "recall"], rows, num=range(1, 5)))
+    parts.append(table(["metric (ms)", "target", "n", "p50", "p95", "p99", "max"], lat, num=range(2, 7)))
     pt = per_tool(measured(df))
     if len(pt):
         parts.append("<h3>Accuracy per tool (turns with <code>expect: {tool: ...}</code>)</h3>")
