@@ -21,6 +21,7 @@ class Comparison:
     response_id: str
     harness_ms: float
     truth_ms: float
+    metric: str = "first_audio_ms"  # compare_tools: first_tool_call_ms | tool_call_after_speech_stopped_ms | answer_...
 
     @property
     def error_ms(self) -> float:
@@ -46,19 +47,7 @@ def compare_files(turns_jsonl: str | os.PathLike[str], truth_jsonl: str | os.Pat
     return compare(read_records(turns_jsonl), read_records(truth_jsonl))
 
 
-@dataclass
-class ToolComparison:
-    metric: str  # first_tool_call_ms | tool_call_after_speech_stopped_ms | answer_first_audio_ms
-    response_id: str
-    harness_ms: float
-    truth_ms: float
-
-    @property
-    def error_ms(self) -> float:
-        return self.harness_ms - self.truth_ms
-
-
-def compare_tools(turns: Iterable[dict[str, Any]], truth: Iterable[dict[str, Any]]) -> list[ToolComparison]:
+def compare_tools(turns: Iterable[dict[str, Any]], truth: Iterable[dict[str, Any]]) -> list[Comparison]:
     """Tool metrics against the simulator's tool instants (harness/simulator/tools.py).
 
     A tool turn's record carries the answer's response id; the answer's truth names the calling
@@ -68,7 +57,7 @@ def compare_tools(turns: Iterable[dict[str, Any]], truth: Iterable[dict[str, Any
     ``mcp_call.completed`` was sent (MCP, agent actions).
     """
     by_id = {t["response_id"]: t for t in truth if t.get("response_id")}
-    out: list[ToolComparison] = []
+    out: list[Comparison] = []
     for rec in turns:
         answer = by_id.get(rec.get("response_id"))
         calling = by_id.get(answer.get("answer_to")) if answer else None
@@ -79,17 +68,17 @@ def compare_tools(turns: Iterable[dict[str, Any]], truth: Iterable[dict[str, Any
                 calling.get("speech_end_recv_mono_ns") and rec.get("speech_end_audio_ms") is not None:
             raw = (calling["tool_args_done_sent_mono_ns"] - calling["speech_end_recv_mono_ns"]) / 1e6
             shift = rec["speech_end_audio_ms"] - calling["speech_end_audio_ms"]
-            out.append(ToolComparison("first_tool_call_ms", rid, rec["first_tool_call_ms"], raw - shift))
+            out.append(Comparison(rid, rec["first_tool_call_ms"], raw - shift, "first_tool_call_ms"))
         # The same event measured from speech_stopped (both ends stamp server events): no VAD shift, so
         # it isolates how the tool event itself was stamped, even on turns whose pacing was late.
         stopped = (rec.get("marks") or {}).get("speech_stopped")
         if rec.get("first_tool_call_ms") is not None and stopped is not None and \
                 calling.get("tool_args_done_sent_mono_ns") and calling.get("speech_stopped_sent_mono_ns"):
-            out.append(ToolComparison("tool_call_after_speech_stopped_ms", rid, rec["first_tool_call_ms"] - stopped,
-                                      (calling["tool_args_done_sent_mono_ns"]
-                                       - calling["speech_stopped_sent_mono_ns"]) / 1e6))
+            out.append(Comparison(rid, rec["first_tool_call_ms"] - stopped,
+                                  (calling["tool_args_done_sent_mono_ns"] - calling["speech_stopped_sent_mono_ns"]) / 1e6,
+                                  "tool_call_after_speech_stopped_ms"))
         ref = answer.get("answer_request_recv_mono_ns") or calling.get("tool_result_sent_mono_ns")
         if rec.get("answer_first_audio_ms") is not None and ref and answer.get("first_audio_sent_mono_ns"):
-            out.append(ToolComparison("answer_first_audio_ms", rid, rec["answer_first_audio_ms"],
-                                      (answer["first_audio_sent_mono_ns"] - ref) / 1e6))
+            out.append(Comparison(rid, rec["answer_first_audio_ms"], (answer["first_audio_sent_mono_ns"] - ref) / 1e6,
+                                  "answer_first_audio_ms"))
     return out
