@@ -34,6 +34,7 @@ import yaml
 
 from ..protocol import events as ev
 from .actions import Action, Compute, Record, Send, Timer
+from .cascade import response_gate
 from .profiles import rng_for
 from .truth import TurnTruth
 
@@ -333,7 +334,7 @@ class CallingResponse:
         if self.state != "pending":
             return []
         sess = self.tools.sess
-        held = sess._gate(sess.user_item if sess.cascaded else None)(now_ns)  # cascaded: the user item first
+        held = response_gate(sess.user_item if sess.cascaded else None)(now_ns)  # cascaded: the user item first
         if held is None:
             self.blocked = True
             return []
