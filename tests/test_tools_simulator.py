@@ -144,12 +144,10 @@ def run_accuracy(users: int, tmp: Path) -> tuple[list, list]:
 def test_tool_metrics_agree_with_ground_truth_under_concurrency(tmp_path):
     turns, cmp = run_accuracy(8, tmp_path)
     assert len(turns) == 16 and all(t.reason == "complete" for t in turns), [t.reason for t in turns]
-    # Turns streamed while the generator was starved are flagged invalid and not trusted. On this shared
-    # 2-core machine one stall can flag every turn of a short run; then all turns are compared (kernel
-    # arrival stamps at both ends still apply), so the test checks accuracy rather than the machine.
-    if len(cmp) < 9:  # 3 comparisons per turn: first_tool_call, the same from speech_stopped, answer audio
-        cmp = compare_tools([t.to_dict() for t in turns], read_records(tmp_path / "truth.jsonl"))
-    assert len(cmp) >= 9, cmp
+    # Like the first-audio accuracy test (test_engine_e2e): only valid turns are compared; turns streamed
+    # while the generator was starved are flagged invalid and not trusted. Three comparisons per turn:
+    # first_tool_call, the same from speech_stopped, answer_first_audio.
+    assert len(cmp) >= 9, [t.generator_lag_ms for t in turns]
     # Same bar as the first-audio accuracy test: both ends stamp with kernel arrival instants. A
     # starved simulator (this shared 2-core machine) coalesces reads and stamps the truth late,
     # which is why the tail is checked at p95 here; the 50-session figures are in the closing note.
