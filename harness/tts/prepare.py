@@ -9,14 +9,23 @@ pick their caller variant round-robin by session seed (``variant_for``) and play
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from .. import fixtures
-from .cache import Line, SpeechCache, cache_dir
+from .cache import CacheStats, Line, SpeechCache, cache_dir
 from .engines import EngineError, Engines, parse_voice, release
 from .render import Caller
-from .spec import Prepared, SpeechSpec, Variant
+from .spec import SpeechSpec, Variant
+
+
+@dataclass
+class Prepared(CacheStats):
+    """What prepare_speech did (the cache's counters, filled as it works), for the run's speech line."""
+
+    cache_dir: str = ""
+    lines: int = 0
 
 
 class SpeechError(ValueError):
@@ -60,6 +69,7 @@ def prepare_speech(scenario: Any, *, engines: Engines | None = None, progress: I
         return done
     speech: SpeechSpec = scenario.speech or SpeechSpec()
     cache = SpeechCache(scenario_cache(scenario), engines or Engines(azure_config=speech.azure))
+    cache.stats = done
     done.cache_dir = str(cache.dir)
     rows = lines_of(scenario)
     _check_engines(scenario, cache, rows)
@@ -70,9 +80,6 @@ def prepare_speech(scenario: Any, *, engines: Engines | None = None, progress: I
         _prepare_rows(scenario, cache, rows, done)
     finally:
         release()
-    st = cache.stats
-    done.hits, done.made, done.synthesised = st.hits, st.made, st.synthesised
-    done.speech_s, done.cpu_s, done.wall_s, done.by_engine = st.speech_s, st.cpu_s, st.wall_s, st.by_engine
     if progress is not None:
         print(f"voiceload: speech: {done.lines} line(s), {done.hits} from the cache, {done.made} made from "
               f"{done.synthesised} synthesised ({done.speech_s:.1f} s of speech) in {time.perf_counter() - t0:.2f} s "

@@ -8,7 +8,7 @@ without loading any model: engines and voices are checked for existence only whe
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .. import schema as s
@@ -215,17 +215,3 @@ def label(v: Variant, keys: list[str]) -> str:
             parts.append(f"drop={(f['drop_rate'] or 0) * 100:g}%")
     return " ".join(parts) or v.id
 
-
-@dataclass
-class Prepared:
-    """What prepare_speech did: for the progress line and the closing report."""
-
-    cache_dir: str = ""
-    lines: int = 0
-    hits: int = 0
-    made: int = 0
-    synthesised: int = 0
-    speech_s: float = 0.0
-    cpu_s: float = 0.0
-    wall_s: float = 0.0
-    by_engine: dict[str, list[float]] = field(default_factory=dict)
