@@ -12,6 +12,7 @@ import pytest
 
 from harness.records import RecordWriter, TurnRecord
 from harness.report.aggregate import group_stats, load_turns
+from harness.report.compare import compare
 from harness.report.html import write_report
 from harness.report.tools import per_tool
 from harness.scenario import ScenarioError, parse_scenario
@@ -122,3 +123,20 @@ def test_precision_recall_check_gate_and_report_section(tmp_path):
     html = write_report(tmp_path).read_text()
     assert "id='tools'" in html and "Accuracy per tool" in html and "never answered" in html
     assert "<code>first_tool_call_ms</code>" in html and "<code>filler_audio_ms</code>" not in html
+
+
+def test_compare_adds_tool_metrics_only_when_a_run_has_them():
+    base = [_rec(i, "get_order_status", [("get_order_status", True, True)], 700.0 + i) for i in range(20)]
+    slow = [_rec(i, "get_order_status", [("get_order_status", True, True)], 1400.0 + i) for i in range(20)]
+    out = compare({"a": load_turns_of(base), "b": load_turns_of(slow)}, n_boot=200)
+    row = out[(out.metric == "first_tool_call_ms") & (out.stat == "p95")].iloc[0]
+    assert row.verdict == "regression" and row["diff"] == pytest.approx(700.0)
+    plain = [_rec(i, "", [], None) for i in range(5)]
+    assert "first_tool_call_ms" not in set(compare({"a": load_turns_of(plain), "b": load_turns_of(plain)},
+                                                   n_boot=50).metric)
+
+
+def load_turns_of(records):
+    from harness.report.aggregate import typed_turns
+
+    return typed_turns(records)

@@ -91,7 +91,8 @@ def test_function_parallel_filler_and_mcp_calls_match_ground_truth(tmp_path):
     cmp = compare_tools([r.to_dict() for r in s.records], truth)
     assert sorted(c.metric for c in cmp) == (["answer_first_audio_ms"] * 3 + ["first_tool_call_ms"] * 3
                                              + ["tool_call_after_speech_stopped_ms"] * 3)
-    assert all(abs(c.error_ms) < 2.0 for c in cmp), cmp
+    valid = {r.response_id for r in s.records if r.valid}  # a starved generator's turns are not trusted
+    assert all(abs(c.error_ms) < 2.0 for c in cmp if c.response_id in valid), cmp
 
 
 def test_agent_mode_actions_add_their_latency(tmp_path):
@@ -112,7 +113,8 @@ def test_agent_mode_actions_add_their_latency(tmp_path):
     assert rec.first_audio_ms > rec.first_tool_call_ms + 900
     [calling] = [t for t in read_truth(truth_path) if t.get("tool_kind")]
     assert calling["tool_kind"] == "agent" and calling["tool_latency_ms"] == 900
-    assert all(abs(c.error_ms) < 2.0 for c in compare_tools([rec.to_dict()], read_truth(truth_path)))
+    cmp = compare_tools([rec.to_dict()], read_truth(truth_path))
+    assert len(cmp) == 3 and (not rec.valid or all(abs(c.error_ms) < 2.0 for c in cmp)), cmp
 
 
 def test_a_function_the_caller_never_answers_times_out_on_both_sides():
