@@ -12,6 +12,7 @@ import pytest
 from harness.simulator import start_simulator
 from harness.simulator.handshake import check, jwt_ok
 from harness.simulator.profiles import AuthConfig
+from harness.simulator.truth import read_truth
 from simclient import SimClient, handshake_status, sim_url
 
 AUTH = {"auth": {"required": True, "api_keys": ["k-good"], "bearer_tokens": ["t-good"], "agent_tokens": ["a-good"]}}
@@ -194,7 +195,11 @@ def test_stall_error_and_malformed_faults():
     assert any(isinstance(r, bytes) for r in c.raw) and any(isinstance(r, str) for r in c.raw)
 
 
-def test_session_time_limit_closes_1001():
+@pytest.mark.parametrize("over, minutes, limit_s", [
+    ({"faults": {"session_time_limit_s": 1.0}}, "0.0166667", 1.0),  # the fault knob, in seconds
+    ({"quotas": {"max_session_minutes": 0.02}}, "0.02", 1.2),  # the quota (S0: 60)
+])
+def test_session_time_limit_closes_1001(tmp_path, over, minutes, limit_s):
     async def main(url):
         c = await SimClient.open(url)
         created = await c.wait_for("session.created")
@@ -202,9 +207,12 @@ def test_session_time_limit_closes_1001():
         closed = await c.wait_closed()
         return created, err, closed
 
-    with start_simulator("ideal", overrides={"faults": {"session_time_limit_s": 1.0}}) as sim:
+    truth = tmp_path / "truth.jsonl"
+    with start_simulator("ideal", truth_log=str(truth), overrides=over) as sim:
         created, err, closed = run(main(sim.url))
     assert err["error"]["code"] == "session_expired"
-    assert err["error"]["message"] == "Your session hit the maximum duration of 0.0166667 minutes."
+    assert err["error"]["message"] == f"Your session hit the maximum duration of {minutes} minutes."
     assert closed.rcvd.code == 1001
     assert created["session"]["expires_at"] <= time.time() + 2
+    (rec,) = read_truth(truth, kind="throttle")  # the decision is in the ground truth
+    assert rec["throttle"] == "session_expired" and rec["limit_s"] == pytest.approx(limit_s)

@@ -160,25 +160,6 @@ def test_token_quota_can_fail_the_response_and_keep_the_session(tmp_path):
     assert rec["response_id"] == rid and rec["action"] == "fail_response"
 
 
-def test_max_session_minutes_expires_the_session(tmp_path):
-    truth = tmp_path / "truth.jsonl"
-
-    async def main(url):
-        c = await SimClient.open(url)
-        created = await c.wait_for("session.created")
-        err = await c.wait_for("error", 5)
-        closed = await c.wait_closed()
-        return created, err, closed
-
-    t0 = time.time()
-    with start_simulator("ideal", truth_log=str(truth), overrides={"quotas": {"max_session_minutes": 0.02}}) as sim:
-        created, err, closed = run(main(sim.url))
-    assert err["error"]["code"] == "session_expired" and "0.02 minutes" in err["error"]["message"]
-    assert closed.rcvd.code == 1001 and created["session"]["expires_at"] <= t0 + 3
-    (rec,) = read_truth(truth, kind="throttle")
-    assert rec["throttle"] == "session_expired" and rec["limit_s"] == pytest.approx(1.2)
-
-
 def test_rate_limits_updated_reports_the_quota():
     async def main(url):
         c = await SimClient.open(url)
