@@ -39,6 +39,12 @@ async def _serve(args: argparse.Namespace, overrides: dict[str, Any] | None, tls
         loop.create_task(_watch_parent(os.getppid(), stop))
     await sim.start()
     print(f"{READY_PREFIX}{sim.url}{PATH}", flush=True)
+    q = sim.profile.quotas
+    if not q.unlimited:  # say so: a load test against this simulator is throttled like a real resource
+        n = lambda v: "unlimited" if v is None else f"{v:g}"  # noqa: E731
+        print(f"voiceload-simulator quotas (profile {sim.profile.name}): {n(q.connections_per_minute)} new connections "
+              f"and {n(q.tokens_per_minute)} tokens per {q.window_s:g} s, sessions up to {n(q.max_session_minutes)} "
+              """min; --overrides '{"quotas": "none"}' lifts them""", file=sys.stderr, flush=True)
     await stop.wait()
     stats = sim.stats()
     await sim.stop()
