@@ -129,3 +129,15 @@ def test_bad_speech_input_is_refused_before_load(tmp_path):
                       str(tmp_path / "fx"), cwd=tmp_path,
                       env={"AZURE_SPEECH_KEY": "", "AZURE_SPEECH_REGION": "", "AZURE_SPEECH_ENDPOINT": ""})
     assert azure.returncode == 2 and "AZURE_SPEECH_REGION" in azure.stderr
+
+
+@needs_espeak
+def test_validate_connect_synthesises_the_first_line(tmp_path):
+    sc = tmp_path / "probe.yaml"
+    sc.write_text("target: embedded\nspeech: {voice: 'espeak:en-us'}\n"
+                  "session: {input_audio_transcription: {model: azure-speech}}\n"
+                  "conversation:\n  - say: Please cancel my subscription.\n")
+    out = voiceload("validate", "--connect", str(sc), cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "turn complete" in out.stdout and "transcript 'Please cancel my subscription.'" in out.stdout
+    assert list((tmp_path / ".voiceload-cache" / "tts").glob("say_*.wav"))

@@ -18,6 +18,13 @@ from .session import CallerSession, SessionOptions
 
 def probe_targets(scenario: Scenario, out: Any = sys.stdout) -> int:
     one_turn = dataclasses.replace(scenario, conversation=scenario.conversation[:1])
+    from ..tts.prepare import SpeechError, prepare_speech  # a say: first turn is synthesised (or cached) first
+
+    try:
+        prepare_speech(one_turn)
+    except SpeechError as exc:
+        print(f"  ✗ {auth.redact(str(exc))}", file=out)
+        return 2
     rc = 0
     try:
         with open_endpoints(one_turn) as endpoints:
