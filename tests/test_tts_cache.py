@@ -131,3 +131,12 @@ def test_piper_is_the_default_and_sounds_like_the_text(tmp_path) -> None:
     assert 0 < fx.speech_start_ms < fx.speech_end_ms < fx.duration_ms
     assert cache.stats.by_engine["piper"][0] > 1.0  # seconds of speech
     assert np.abs(fx.samples()).max() > 3000
+
+
+def test_noise_that_hides_the_speech_keeps_the_true_bounds(tmp_path):
+    """At -10 dB white noise the VAD hears noise everywhere: the entry keeps the clean line's bounds."""
+    cache, _ = counting_cache(tmp_path / "cache")
+    clean = cache.get(Line(text=TEXT, voice=Voice("espeak", "en-us")))
+    drowned = cache.get(Line(text=TEXT, voice=Voice("espeak", "en-us"), caller=Caller(noise="white", snr_db=-10)))
+    assert vad.speech_bounds(drowned.samples(), 24000) != (drowned.speech_start_ms, drowned.speech_end_ms)
+    assert (drowned.speech_start_ms, drowned.speech_end_ms) == (clean.speech_start_ms, clean.speech_end_ms)

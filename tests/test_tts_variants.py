@@ -109,3 +109,26 @@ def test_runs_without_variants_keep_their_summary_shape(tmp_path):
     paths = write_all(tmp_path)
     assert "variant" not in pd.read_csv(paths["summary.csv"]).columns
     assert "By caller variant" not in paths["report.html"].read_text()
+
+
+def test_each_session_streams_as_its_caller(tmp_path):
+    """Two sessions, two callers: the second loses chunks in transit, the first none; records say which."""
+    from harness.client.endpoints import embedded_endpoint
+    from harness.client.session import CallerSession, SessionOptions
+    from harness.simulator import SimulatorProcess
+
+    sc = scenario({"session": {"input_audio_transcription": {"model": "azure-speech"}},
+                   "conversation": [{"fixture": "car_call_mom", "pause_ms": 100}],
+                   "audio": {"trailing_silence_ms": 300},
+                   "load": {"max_pacing_lag_ms": 1000},
+                   "variants": [{"id": "clean", "drop_rate": 0}, {"id": "lossy", "drop_rate": 0.3}]}, tmp_path)
+    prepare_speech(sc)
+    out = {}
+    with SimulatorProcess(profile="ideal") as sim:
+        for seed in (0, 1):
+            s = CallerSession(sc, embedded_endpoint("embedded", sim.url), SessionOptions(seed=seed))
+            s.run()
+            out[s.variant.id] = (s.timeline.turns[0].utterance.dropped, s.records[0])
+    assert out["clean"][0] == 0 and out["lossy"][0] >= 10  # ~64 chunks of 20 ms, 30 % lost
+    assert out["clean"][1].variant == "drop=0%" and out["lossy"][1].variant == "drop=30%"
+    assert out["lossy"][1].variant_fields["drop_rate"] == 0.3

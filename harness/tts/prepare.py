@@ -98,7 +98,8 @@ def _prepare_rows(scenario: Any, cache: SpeechCache, rows: list[list[Line | None
             try:
                 fx = cache.get(line, use_case=scenario.name)
             except (EngineError, fixtures.FixtureError, OSError) as exc:
-                raise SpeechError(f"{scenario.file}: conversation[{i}].say: {line.describe()}: {exc}") from None
+                field = "say" if turn.say is not None else "fixture"
+                raise SpeechError(f"{scenario.file}: conversation[{i}].{field}: {line.describe()}: {exc}") from None
             pairs.append((fx.id, str(cache.dir)))
         turn.variant_fixtures = pairs
         if turn.say is not None:
