@@ -347,8 +347,12 @@ def _test_start(environment, **_kw) -> None:
         runner = environment.runner
         if STATE.coord is not None:
             STATE.coord.close()
+        from harness.client.endpoints import resource_limits
+
+        opts = environment.parsed_options
         arrivals = ArrivalSpec.from_plan(STATE.plan) if STATE.plan.kind == "arrivals" else None
-        STATE.coord = coord.Coordinator(arrivals, runner if isinstance(runner, MasterRunner) else None)
+        resources = resource_limits(STATE.scenario, opts.voiceload_profile or None, opts.voiceload_target or None)
+        STATE.coord = coord.Coordinator(resources, arrivals, runner if isinstance(runner, MasterRunner) else None)
         if not isinstance(runner, MasterRunner):
             STATE.link = coord.LocalLink(STATE.coord)
     if not isinstance(environment.runner, MasterRunner) and STATE.release_gc is None:
@@ -384,7 +388,7 @@ def _quitting(environment, **_kw) -> None:
     STATE.stack.close()  # stop embedded simulators
     if STATE.output is None:
         return
-    if STATE.coord is not None and STATE.coord.budgets:  # how the connection quota shaped the run
+    if STATE.coord is not None and STATE.coord.resources:  # how the connection quota shaped the run
         STATE.output.meta["quota"] = STATE.coord.summary()
     if STATE.plan is not None and STATE.plan.breakpoint:
         STATE.output.meta["breakpoint"] = STATE.plan.breakpoint

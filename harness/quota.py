@@ -94,9 +94,10 @@ class Slot:
     t_done: float | None = None
     waited_s: float = 0.0
 
-    def done(self) -> None:
+    def done(self, ago_s: float = 0.0) -> None:
+        """The handshake ended (``ago_s`` seconds ago, never before the grant): the window starts."""
         if self.t_done is None:
-            self.t_done = self.budget.clock()
+            self.t_done = max(self.t_grant, self.budget.clock() - ago_s)
             self.budget.changed.set()
 
     def until(self, now: float) -> float:
@@ -130,6 +131,8 @@ class ConnectionBudget:
     def next_free(self, now: float) -> float:
         """``now`` if a slot can be taken at once, else when the next one frees (inf: after a handshake)."""
         self.slots = [s for s in self.slots if s.until(now) > now]
+        if self.per_window <= 0:  # a Locust worker without a share (yet): wait for one
+            return math.inf
         if len(self.slots) < self.per_window:
             return now
         return sorted(s.until(now) for s in self.slots)[len(self.slots) - self.per_window]

@@ -205,19 +205,21 @@ def test_locust_master_and_two_workers_share_one_connection_budget(tmp_path):
                 if p.poll() is None:
                     p.kill()
         assert master.returncode == 0, m_out[-3000:]
-        print(m_out[-6000:])
         assert srv.refused == [] and len(srv.accepted) == 40 and srv.max_in_window() == 10, srv.refused
     sessions = list(read_records(out / "sessions.jsonl"))
     assert len(sessions) == 40 and {s["outcome"] for s in sessions} == {"ok"}
     assert len({s["worker"] for s in sessions}) == 2
     acc = sorted(srv.accepted)
-    assert 3.0 <= acc[-1] - acc[0] <= 3.3, acc[-1] - acc[0]  # plan: (ceil(40 / 10) - 1) x 1 s = 3 s
+    # plan: (ceil(40 / 10) - 1) x 1 s = 3 s; never faster, and at most one window late (uneven split of
+    # the arrivals over the two workers' shares, handshakes on a loaded machine)
+    assert 3.0 <= acc[-1] - acc[0] <= 4.0, acc[-1] - acc[0]
     assert "ramp 3.0 s (quota 3.0 s" in m_out
     rows = tl.stats_rows(tmp_path / "dist_stats.csv")
     wait = rows[("QUOTA", "dist:wait for connection budget")]
     assert int(wait["Request Count"]) == 40 and int(wait["Failure Count"]) == 0
     meta = json.loads((out / "run.json").read_text())
-    assert list(meta["quota"].values())[0]["granted"] == 40
+    (quota,) = meta["quota"].values()  # the master split 10 per window into one share per worker
+    assert sorted(quota["shares"].values()) == [5, 5] and quota["connections_per_window"] == 10
 
 
 def test_token_quota_throttles_turns_without_failing_the_agent(tmp_path):
@@ -249,3 +251,54 @@ def test_token_quota_throttles_turns_without_failing_the_agent(tmp_path):
     assert int(row["throttled_tokens"]) == len(throttled) and float(row["completeness"]) == 1.0
     assert int(row["failures"]) == 0 and int(row["count"]) == len(turns)
     assert "Throttled by the service" in (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+
+
+def _sim_run(tmp_path: Path, distributed: bool) -> tuple[list[dict], dict, str]:
+    """200 callers arriving within ~2 s against the simulator limited to 30 new connections per 1.5 s
+    window (S0's 30 per minute, on a short clock): returns sessions, the simulator's final stats, output."""
+    import test_locust as tl
+
+    from harness.simulator import SimulatorProcess
+
+    out = tmp_path / "out"
+    with SimulatorProcess(profile="ideal", overrides={"quotas": {"preset": "azure_s0", "window_s": 1.5}},
+                          truth_log=str(tmp_path / "truth.jsonl")) as sim:
+        sc = arrivals_scenario(tmp_path / "sim200.yaml", sim.url, callers=200, per_window=30, window_s=1.5)
+        if distributed:
+            master, workers = tl.start_distributed(sc, out, "4s")
+            try:
+                text, _ = master.communicate(timeout=150)
+                for w in workers:
+                    w.communicate(timeout=30)
+            finally:
+                for p in [master, *workers]:
+                    if p.poll() is None:
+                        p.kill()
+            assert master.returncode == 0, text[-3000:]
+        else:
+            run = run_cli("run", str(sc), "--out", str(out), timeout=150)
+            assert run.returncode == 0, run.stderr[-3000:]
+            text = run.stderr
+    assert sim.final_stats is not None
+    return list(read_records(out / "sessions.jsonl")), sim.final_stats, text
+
+
+@pytest.mark.parametrize("mode", ["local", "distributed"])
+def test_200_arrivals_against_the_simulator_quota_take_the_planned_ramp(tmp_path, mode):
+    sessions, stats, text = _sim_run(tmp_path, mode == "distributed")
+    assert len(sessions) == 200 and {s["outcome"] for s in sessions} == {"ok"}
+    assert all(s["connect_attempts"] == 1 and s["throttled_attempts"] == 0 for s in sessions)
+    assert stats["quotas"]["throttled"] == {}, stats["quotas"]  # the simulator never had to refuse
+    opened = _connected_at(sessions)
+    ramp = opened[-1] - opened[0]
+    assert "ramp 9.0 s (quota 9.0 s" in text  # plan: (ceil(200 / 30) - 1) windows of 1.5 s
+    if mode == "local":
+        assert 9.0 * 0.9 <= ramp <= 9.0 * 1.1, ramp
+    else:
+        # Each worker paces its own 15-per-window share exactly as the local runner does, but every step
+        # of the ramp waits for a handshake to end (the only instant the server has surely counted it),
+        # and with three Locust processes, the simulator and 200 callers on a shared 2-core machine a
+        # handshake took 0.2-0.5 s (local: ~0.08 s): 9.5-11.9 s measured. Never faster than the plan.
+        assert 9.0 * 0.95 <= ramp <= 9.0 * 1.35, ramp
+        assert len({s["worker"] for s in sessions}) == 2
+    print(f"{mode}: ramp {ramp:.2f} s (plan 9.0 s), max {_max_in_window(opened, 1.5)} per 1.5 s window")

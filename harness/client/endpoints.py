@@ -26,7 +26,7 @@ def embedded_endpoint(name: str, base_url: str, ca_file: str | None = None) -> E
     url = f"{base_url.rstrip('/')}/voice-live/realtime?api-version={ep.DEFAULT_API_VERSION}&model={EMBEDDED_MODEL}"
     ctx = tlsconf.client_context(ca_file) if ca_file else None
     return Endpoint(name=name, url=lambda: url, headers=dict, display=url, open_timeout_s=15.0,
-                    resource=resource_key(url), ssl_context=ctx)
+                    resource=f"embedded:{name}", ssl_context=ctx)
 
 
 def real_endpoint(target: ep.Target) -> Endpoint:
@@ -85,6 +85,20 @@ def _open(spec: TargetSpec, stack: contextlib.ExitStack, run_dir: Path | None, p
     e = embedded_endpoint(spec.name, sim.url, sim.ca_file)
     e.limits = target_limits(spec, profile)
     return e
+
+
+def resource_limits(scenario: Scenario, profile: str | None = None,
+                    override_url: str | None = None) -> dict[str, Limits]:
+    """The quotas per resource a run will pace against, without opening anything (the Locust master)."""
+    if override_url:
+        lim = merge_limits(default_limits(override_url),
+                           scenario.targets[0].limits if len(scenario.targets) == 1 else None)
+        return {resource_key(override_url): lim}
+    out: dict[str, Limits] = {}
+    for spec in scenario.targets:
+        key = f"embedded:{spec.name}" if spec.embedded else resource_key(spec.target.endpoint)
+        out.setdefault(key, target_limits(spec, profile))
+    return out
 
 
 def target_limits(spec: TargetSpec, profile: str | None = None, override_url: str | None = None) -> Limits:
