@@ -225,6 +225,9 @@ def run_scenario(scenario: Any, args: argparse.Namespace) -> int:
         out.meta["breakpoint"] = summary["breakpoint"]
     if runner.budgets.by_resource:  # how the connection quota shaped the run (harness/quota.py)
         out.meta["quota"] = runner.budgets.summary()
+    from .quota import note_reconnects
+
+    note_reconnects(out)
     _record_status(out, runner)
     paths = out.finish(self_check=self_check(runner))
     if out.write_error is not None:

@@ -390,6 +390,9 @@ def _quitting(environment, **_kw) -> None:
         return
     if STATE.coord is not None and STATE.coord.resources:  # how the connection quota shaped the run
         STATE.output.meta["quota"] = STATE.coord.summary()
+    from harness.quota import note_reconnects
+
+    note_reconnects(STATE.output)
     if STATE.plan is not None and STATE.plan.breakpoint:
         STATE.output.meta["breakpoint"] = STATE.plan.breakpoint
     paths = STATE.output.finish()

@@ -261,3 +261,28 @@ def retry_after_from_text(message: str) -> float | None:
     """"Please retry after 12 seconds" in an error message (Azure's wording) -> 12.0."""
     m = _RETRY_AFTER_TEXT.search(message or "")
     return float(m.group(1)) if m else None
+
+
+def reconnect_summary(sessions: Any) -> dict[str, Any] | None:
+    """For run.json: sessions that hit the maximum session length reconnected how often, and how long
+    the caller was without a connection each time (server close -> next session ready)."""
+    gaps: list[float] = []
+    count = 0
+    for s in sessions:
+        count += int(s.get("reconnects") or 0)
+        gaps += [float(g) for g in s.get("reconnect_gap_ms") or []]
+    if not count:
+        return None
+    gaps.sort()
+    return {"count": count, "sessions": sum(1 for s in sessions if s.get("reconnects")),
+            "gap_ms_p50": round(gaps[len(gaps) // 2], 1), "gap_ms_max": round(gaps[-1], 1)}
+
+
+def note_reconnects(out: Any) -> None:
+    """run.json ``reconnects`` of a run directory (rundir.RunOutput), from its sessions.jsonl."""
+    from .records import read_records
+
+    path = out.dir / "sessions.jsonl"
+    summary = reconnect_summary(list(read_records(path))) if path.exists() else None
+    if summary:
+        out.meta["reconnects"] = summary

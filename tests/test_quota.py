@@ -302,3 +302,33 @@ def test_200_arrivals_against_the_simulator_quota_take_the_planned_ramp(tmp_path
         assert 9.0 * 0.95 <= ramp <= 9.0 * 1.35, ramp
         assert len({s["worker"] for s in sessions}) == 2
     print(f"{mode}: ramp {ramp:.2f} s (plan 9.0 s), max {_max_in_window(opened, 1.5)} per 1.5 s window")
+
+
+def test_sessions_at_the_maximum_length_reconnect_and_finish_the_conversation(tmp_path):
+    """The simulator ends every session after 4 s (its max_session_minutes on a short clock: error
+    session_expired, close 1001). A caller with a four-turn conversation reconnects and finishes it; the
+    reconnects and their gaps are in sessions.jsonl and run.json, and the turn the expiry cut short is
+    classified session_expired, not a failure of the agent."""
+    from harness.simulator import SimulatorProcess
+
+    with SimulatorProcess(profile="ideal", overrides={"quotas": {"preset": "none", "max_session_minutes": 4 / 60}}) as sim:
+        sc = manual_scenario(tmp_path / "soak.yaml", sim.url, users=2, duration="6s",
+                             fixtures=("car_call_mom", "car_eta", "car_call_mom", "car_eta"),
+                             more="  sessions_per_user: 1\nthresholds: ['completeness >= 0.99']")
+        run = run_cli("run", str(sc), "--out", str(tmp_path / "out"))
+        assert run.returncode == 0, run.stderr[-3000:]
+    sessions = list(read_records(tmp_path / "out" / "sessions.jsonl"))
+    turns = list(read_records(tmp_path / "out" / "turns.jsonl"))
+    assert len(sessions) == 2 and all(s["reconnects"] >= 1 for s in sessions), sessions
+    assert all(len(s["reconnect_gap_ms"]) == s["reconnects"] and all(0 < g < 2000 for g in s["reconnect_gap_ms"])
+               for s in sessions)
+    for s in sessions:  # every turn of the conversation was spoken, on one connection or the next
+        mine = sorted(t["turn_index"] for t in turns if t["session_id"] == s["session_id"])
+        assert mine == [0, 1, 2, 3], mine
+        assert s["turns_recorded"] == 4
+    late = [t for t in turns if t["turn_index"] >= 2]
+    assert any(t["complete"] for t in late)  # the conversation went on after a reconnect
+    assert {t["throttle"] for t in turns if not t["complete"]} <= {"session_expired"}
+    meta = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert meta["reconnects"]["count"] == sum(s["reconnects"] for s in sessions)
+    assert meta["reconnects"]["gap_ms_max"] == pytest.approx(max(g for s in sessions for g in s["reconnect_gap_ms"]), abs=0.1)

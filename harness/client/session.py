@@ -236,7 +236,7 @@ class CallerSession:
         self._start_mic()
         timeout_ns = int(sc.load.turn_timeout_s * 1e9)
         for i, spec in enumerate(sc.conversation):
-            if self.timeline.closed_ns is not None and self._expired() and not self.opt.stopping():
+            if self._expired() and not self.opt.stopping():  # an expiry error precedes its close: go now
                 if not self._reconnect():
                     break
             if self.timeline.closed_ns is not None or self.mic.error is not None or self.opt.stopping():
@@ -360,6 +360,7 @@ class CallerSession:
             rec.variant, rec.variant_fields = self.variant.label, self.variant.fields()
         if not rec.complete:  # a throttled turn is the quota's doing, not the agent's (harness/quota.py)
             rec.throttle = classify_throttle(None, None, "", rec.error) or (
+                "session_expired" if is_session_expiry(rec.error) else "") or (
                 self._cut if turn.closed_ns or self.timeline.closed_ns else "")
             if rec.throttle and rec.throttle != "session_expired":
                 self.record.throttled = rec.throttle
