@@ -292,14 +292,14 @@ def test_200_arrivals_against_the_simulator_quota_take_the_planned_ramp(tmp_path
     opened = _connected_at(sessions)
     ramp = opened[-1] - opened[0]
     assert "ramp 9.0 s (quota 9.0 s" in text  # plan: (ceil(200 / 30) - 1) windows of 1.5 s
-    if mode == "local":
-        assert 9.0 * 0.9 <= ramp <= 9.0 * 1.1, ramp
-    else:
-        # Each worker paces its own 15-per-window share exactly as the local runner does, but every step
-        # of the ramp waits for a handshake to end (the only instant the server has surely counted it),
-        # and with three Locust processes, the simulator and 200 callers on a shared 2-core machine a
-        # handshake took 0.2-0.5 s (local: ~0.08 s): 9.5-11.9 s measured. Never faster than the plan.
-        assert 9.0 * 0.95 <= ramp <= 9.0 * 1.35, ramp
+    # Never faster than the plan (that would break the quota). Slower by one handshake per step: each
+    # step of the ramp waits for a handshake to end, the only instant the server has surely counted it.
+    # On a quiet machine that is ~0.08 s per step (9.49 s measured locally, within 10 %); on this
+    # shared 2-core CI machine at load average 8-11 a step took up to 0.3 s locally and 0.2-0.7 s with
+    # three Locust processes (10.1 s local, 10.8-13.4 s distributed measured), so the bound is loose:
+    # a timed assertion must not flake. The quota itself is checked exactly above (no 429 at all).
+    assert 9.0 * 0.95 <= ramp <= 9.0 * (1.25 if mode == "local" else 1.6), ramp
+    if mode == "distributed":
         assert len({s["worker"] for s in sessions}) == 2
     print(f"{mode}: ramp {ramp:.2f} s (plan 9.0 s), max {_max_in_window(opened, 1.5)} per 1.5 s window")
 
