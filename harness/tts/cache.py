@@ -219,7 +219,11 @@ def measure(pcm: np.ndarray, bounds: tuple[int, int] | None, fid: str, line: Lin
 def cache_dir(scenario_file: str | None, configured: str | None = None) -> Path:
     """``speech.cache_dir`` (relative to the scenario's directory), else $VOICELOAD_TTS_CACHE, else
     ``<scenario dir>/.voiceload-cache/tts``: caches live beside the scenarios that use them."""
+    from .. import paths
+
     base = Path(scenario_file).resolve().parent if scenario_file else Path.cwd()
+    if paths.SHIPPED_DIR in base.parents or base == paths.SHIPPED_DIR:
+        base = Path.cwd()  # an example scenario inside the installed package: never write into site-packages
     if configured:
         p = Path(configured).expanduser()
         return p if p.is_absolute() else base / p
