@@ -199,6 +199,8 @@ class _Backend(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 - http.server's naming
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _Backend.seen.append((self.path, dict(self.headers), body))
+        if body.get("order_id") == "slow":
+            time.sleep(1.0)  # longer than the executor's timeout
         if body.get("order_id") == "500":
             self.send_response(500)
             self.end_headers()
@@ -228,10 +230,10 @@ def backend():
         srv.server_close()
 
 
-@pytest.mark.parametrize("order_id, ok", [("4417", True), ("500", False)])
+@pytest.mark.parametrize("order_id, ok", [("4417", True), ("500", False), ("slow", False)])
 def test_http_executor_posts_the_arguments_with_secret_headers(backend, monkeypatch, order_id, ok):
     monkeypatch.setenv("ORDERS_TOKEN", "s3cret-token-value")
-    tool = {**ORDER_TOOL, "executor": {"kind": "http", "url": f"{backend}/orders", "timeout": "2s",
+    tool = {**ORDER_TOOL, "executor": {"kind": "http", "url": f"{backend}/orders", "timeout": "300ms",
                                        "headers_env": {"Authorization": "ORDERS_TOKEN"}}}
     sc = _scenario([tool])
     script = StandIn([("get_order_status", {"order_id": order_id})])
@@ -241,8 +243,10 @@ def test_http_executor_posts_the_arguments_with_secret_headers(backend, monkeypa
     output = json.loads(script.log[0][1]["item"]["output"])
     if ok:
         assert output == {"order_id": "4417", "status": "in transit"}
-    else:
+    elif order_id == "500":
         assert output == {"error": "HTTP 500", "body": "backend exploded"}
+    else:  # the endpoint did not answer within the timeout: the model is told so, the turn goes on
+        assert "timed out" in output["error"] and 290 <= rec.tool_calls[0]["exec_ms"] < 900
     assert rec.complete and rec.tool_calls[0]["ok"] is ok
     everything = orjson.dumps(rec.to_dict()).decode() + json.dumps(received)
     assert "s3cret" not in everything
