@@ -159,7 +159,7 @@ class ToolRunner:
                 c.result_ns = time.monotonic_ns()
             st.answer_requested_ns, st.answer_response_id, st.answer_first_audio_ns = time.monotonic_ns(), None, None
             self.send(ev.dumps(ev.response_create(event_id=ev.new_event_id())))
-        except ConnectionError:
+        except Exception:  # closed or closing socket (websockets raises InvalidState): the turn's outcome says so
             pass
         self.on_change()
 
