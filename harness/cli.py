@@ -130,8 +130,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # -- run -----------------------------------------------------------------------------------------------
+class _Signalled(KeyboardInterrupt):
+    """SIGTERM before the runner's own handlers are installed: handled like Ctrl-C, but named."""
+
+    signal = "SIGTERM"
+
+
 def _sigterm_as_interrupt(*_: Any) -> None:
-    raise KeyboardInterrupt
+    raise _Signalled
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -214,6 +220,16 @@ def run_scenario(scenario: Any, args: argparse.Namespace) -> int:
                                 recording_dir=str(out.dir / "recordings"))
             out.on_write_error = lambda _msg: runner.stop()  # disk full mid-run: stop, keep what is on disk
             summary = runner.run()
+    except KeyboardInterrupt as exc:  # a signal while targets start, before the runner handles signals itself
+        import datetime as dt
+
+        name = getattr(exc, "signal", "SIGINT")
+        out.meta.update(status="interrupted", interrupted={
+            "signal": name, "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+        out.note(f"interrupted by {name} while the run was starting")
+        paths = out.finish(self_check={})
+        print(f"report: {paths.get('report.html', out.dir / 'report.html')}")
+        return _verdict(out.dir, None, args.junit, args.allow_expectation_failures, output=out)
     except Exception as exc:
         out.note(f"run aborted: {type(exc).__name__}: {exc}")
         out.meta["status"] = "aborted"
@@ -472,13 +488,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    import pandas as pd
-
     problems = [p for p in map(_run_dir_problem, args.run_dirs) if p]
     if problems:
         for p in problems:
             print(f"error: {p}", file=sys.stderr)
         return EXIT_USAGE
+    import pandas as pd
+
     from .report.compare import compare_runs
 
     out = args.out or f"reports/compare-{dt.datetime.now():%Y%m%d-%H%M%S}"

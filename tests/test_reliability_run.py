@@ -89,6 +89,13 @@ def cli_runs(tmp_path_factory):
                                      env=env(), stdout=so, stderr=se, text=True)
             procs[name] = (p, out)
         time.sleep(SIGNAL_AFTER_S - 2)
+        # Mid-run means after the first turn: on a busy machine start-up alone can take longer than that
+        # (bounded wait; a signal during start-up is tests/test_cli_contract.py's case).
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(
+                (out / "turns.jsonl").is_file() and (out / "turns.jsonl").stat().st_size > 0
+                for name, (p, out) in procs.items() if name != "chaos"):
+            time.sleep(0.2)
         children = {n: [c.pid for c in psutil.Process(p.pid).children(recursive=True)] for n, (p, _) in procs.items()}
         time.sleep(2)
         signalled = {}
@@ -134,7 +141,8 @@ def _reconcile(out: Path) -> tuple[list[dict], list[dict], dict]:
 
 def test_chaos_run_reconciles_exactly(cli_runs):
     r = cli_runs["chaos"]
-    assert r["rc"] == 0, r["stderr"][-3000:]  # no thresholds: a chaos run is not a latency test
+    # no thresholds: a chaos run is not a latency test; 3 only for the honest "this machine was too busy"
+    assert r["rc"] == 0 or (r["rc"] == 3 and "load generator overloaded" in r["stdout"]), r["stderr"][-3000:]
     sessions, turns, meta = _reconcile(r["out"])
     assert meta["self_check"]["sessions"] == len(sessions)
     # plain ws:// to the embedded simulator: events carry kernel arrival stamps, and the run says so
@@ -246,7 +254,8 @@ def test_full_disk_is_refused_in_process_without_starting_anything(tmp_path, mon
     sc = load_scenario(write_scenario(tmp_path / "s.yaml", "s", duration="5s"))
     out = tmp_path / "out"
     args = argparse.Namespace(target=None, users=None, spawn_rate=None, duration=None, sessions_per_user=None,
-                              out=str(out), profile=None, seed=None, junit=None, kernel_timestamps=False, quiet=True)
+                              out=str(out), profile=None, seed=None, junit=None, kernel_timestamps=False, quiet=True,
+                              prices=None, max_cost=None, allow_expectation_failures=False, simulator_tls=False)
     assert cli.run_scenario(sc, args) == 2
     text = capsys.readouterr().err
     assert f"output directory {out} has only 3 MiB free; a run needs at least 50 MiB" in text, text
