@@ -101,6 +101,17 @@ NOTES = {
     "variants.channel": "`g711`: through a mu-law telephone line (8 kHz)",
     "variants.gain_db": "level change(s), dB",
     "variants[].id": "the caller's name in records and reports",
+    # quotas (harness/quota.py, docs/azure.md "Sizing a test against your quota")
+    "target.limits": "the quotas of the target's resource, which callers pace and `voiceload plan` sizes against "
+                     "(default: S0 for Azure hosts, the simulator profile's for embedded, none otherwise; "
+                     "null = no limit)",
+    "target.limits.connections_per_minute": "new connections per rolling minute (S0: 30); callers wait for "
+                                            "budget instead of being refused",
+    "target.limits.tokens_per_minute": "tokens per rolling minute (S0: 120,000); `voiceload plan` warns above it",
+    "target.limits.max_session_minutes": "maximum session length (S0: 60); longer conversations reconnect and "
+                                         "continue",
+    "target.limits.window_s": "advanced, tests only: length of the rolling \"minute\" in seconds (60 on real "
+                              "services)",
 }
 #: Defaults the parser computes (shown instead of what the probe document produced).
 DEFAULTS = {"name": "the file name"}
@@ -118,6 +129,9 @@ EXAMPLES = {
     "conversation[].expect.args": {"city": "Paris"}, "tools[].name": "get_weather",
     "tools[].parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
     "tools[].executor.result": {"temp_c": 21}, "tools[].executor.error": "service unavailable",
+    "target.limits": {"connections_per_minute": 30, "tokens_per_minute": 120000, "max_session_minutes": 60},
+    "target.limits.connections_per_minute": 30, "target.limits.tokens_per_minute": 120000,
+    "target.limits.max_session_minutes": 60, "target.limits.window_s": 60,
 }
 
 
