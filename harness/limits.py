@@ -38,11 +38,6 @@ OUTPUT_AUDIO_TOKENS_PER_S = 20.0
 TEXT_CHARS_PER_TOKEN = 4.0
 
 
-def audio_tokens(input_audio_s: float = 0.0, output_audio_s: float = 0.0) -> int:
-    """Tokens for seconds of audio in and out at the documented rates (what the simulator charges)."""
-    return round(input_audio_s * INPUT_AUDIO_TOKENS_PER_S) + round(output_audio_s * OUTPUT_AUDIO_TOKENS_PER_S)
-
-
 def text_tokens(text: str) -> int:
     """Tokens for a piece of text (about one per four characters, at least one for non-empty text)."""
     if not text:

@@ -175,3 +175,22 @@ def test_rate_limits_updated_reports_the_quota():
     by = {r["name"]: r for r in rl["rate_limits"]}
     assert by["requests"]["limit"] == 4 and by["requests"]["remaining"] == 3
     assert by["tokens"]["limit"] == 1000 and by["tokens"]["remaining"] == 1000
+
+
+def test_every_second_of_audio_received_costs_ten_tokens():
+    async def main(url):
+        c = await SimClient.open(url)
+        await c.wait_for("session.created")
+        await c.update({"turn_detection": None})  # silence only: no turn, no response, still charged
+        await c.silence(2000, speed=0)
+        await asyncio.sleep(0.3)
+        await c.send({"type": "response.create"})
+        err = await c.wait_for("error", 10)
+        await c.close()
+        return err
+
+    with start_simulator("ideal", overrides={"quotas": {"tokens_per_minute": 20, "window_s": 30}}) as sim:
+        err = run(main(sim.url))
+        stats = sim.stats()
+    assert stats["quotas"]["tokens_total"] == 20 and stats["audio_in_s"] == 2.0
+    assert err["error"]["code"] == "rate_limit_exceeded" and "used 20" in err["error"]["message"]

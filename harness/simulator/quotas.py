@@ -45,9 +45,9 @@ class ResourceQuota:
         self.window_ns = int(limits.window_s * NS)
         self._connections: deque[int] = deque()
         self._bucket_ns = max(1, self.window_ns // BUCKETS_PER_WINDOW)
-        self._tokens: deque[list[int]] = deque()  # [bucket start ns, tokens]
-        self._token_sum = 0
-        self.tokens_total = 0
+        self._tokens: deque[list[float]] = deque()  # [bucket start ns, tokens] (fractions: 20 ms of audio = 0.2)
+        self._token_sum = 0.0
+        self.tokens_total = 0.0
         self.throttled: dict[str, int] = {}
 
     # --- connections -------------------------------------------------------------------------------
@@ -75,7 +75,7 @@ class ResourceQuota:
         return len(self._connections)
 
     # --- tokens ------------------------------------------------------------------------------------
-    def spend(self, tokens: int, now_ns: int) -> None:
+    def spend(self, tokens: float, now_ns: int) -> None:
         if tokens <= 0:
             return
         self.tokens_total += tokens
@@ -93,7 +93,9 @@ class ResourceQuota:
         q = self._tokens
         while q and q[0][0] + self._bucket_ns <= horizon:
             self._token_sum -= q.popleft()[1]
-        return self._token_sum
+        if not q:
+            self._token_sum = 0.0  # no float drift left behind
+        return int(self._token_sum + 1e-6)
 
     def tokens_retry_after(self, now_ns: int) -> float | None:
         """None while under the token limit, else seconds until enough old tokens leave the window."""

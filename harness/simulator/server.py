@@ -392,7 +392,7 @@ class Simulator:
             "responses": c.responses, "responses_by_status": dict(c.by_status), "faults": dict(c.faults),
             "errors_sent": c.errors_sent, "truth_lines": self.truth.count,
             "quotas": {"limits": dataclasses.asdict(self.profile.quotas), "throttled": dict(self.quota.throttled),
-                       "tokens_total": self.quota.tokens_total},
+                       "tokens_total": round(self.quota.tokens_total)},
             "loop_lag_ms": {"samples": len(self.lag_ms), "p50": round(float(np.percentile(lag, 50)), 3),
                             "p99": round(float(np.percentile(lag, 99)), 3), "max": round(float(lag.max()), 3)},
             # how late a user-space receive stamp would have been; the truth log uses the kernel's

@@ -207,7 +207,11 @@ class SimSession:
             speech = self.input.append(b64, recv_ns, recv_wall_ns)
         except ValueError as exc:
             return self._error(f"Invalid 'audio': {exc}", "invalid_value", "audio", event_id)
-        stats.audio_in_ms += self.input.position_ms - before
+        got_ms = self.input.position_ms - before
+        stats.audio_in_ms += got_ms
+        # Every second of audio received costs input tokens on the resource's meter, an open mic's
+        # silence too (the service listens to all of it); response.done.usage reports the turn's own.
+        self.quota.spend(got_ms * INPUT_AUDIO_TOKENS_PER_S / 1000.0, recv_ns)
         if not speech:
             return []
         out: list[Action] = []
@@ -273,7 +277,6 @@ class SimSession:
         created = ev.server_event(ev.ITEM_CREATED, previous_item_id=prev, item=item)
         out: list[Action] = [Send(ev.server_event(ev.COMMITTED, previous_item_id=prev, item_id=item_id))]
         self._input_tokens = max(0, int((speech_end_ms - seg_start_ms) / 1000.0 * INPUT_AUDIO_TOKENS_PER_S))
-        self.quota.spend(self._input_tokens, now_ns)
         transcription = self.config["input_audio_transcription"]
         if not self.cascaded:
             out.append(Send(created))
