@@ -35,6 +35,7 @@ class Field:
     kinds: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> the accessor's arguments
     keys: list[str] = field(default_factory=list)  # allowed keys when it may be a mapping (check_keys)
     raw: bool = False  # its keys are checked but the parser read the value itself: shorthands may exist
+    ref: Path | None = None  # the same structure as this ancestor (inline turns are turns): not walked again
 
     @property
     def name(self) -> str:
@@ -90,6 +91,15 @@ def _with(doc: dict[str, Any], tokens: list[str | int], value: Any) -> dict[str,
     return out
 
 
+def _ancestor_like(tree: dict[Path, Field], path: Path, keys: set[str]) -> Path | None:
+    """The nearest proper ancestor that allows exactly these keys (a recursive structure), or None."""
+    for k in range(len(path) - 1, 0, -1):
+        f = tree.get(path[:k])
+        if f is not None and f.ref is None and f.keys and set(f.keys) == keys:
+            return path[:k]
+    return None
+
+
 def _default_parser(doc: dict[str, Any]) -> None:
     from .scenario import parse_scenario
 
@@ -134,6 +144,7 @@ def walk(parse: Callable[[dict[str, Any]], None] | None = None,
             where = _tokens(n.path)
             if n.kind == "keys":
                 f = tree.setdefault(_norm(where), Field(_norm(where)))
+                f.ref = f.ref or _ancestor_like(tree, f.path, set(n.meta["allowed"]))
                 f.keys += [k for k in n.meta["allowed"] if k not in f.keys]
                 if "mapping" not in f.kinds:
                     f.raw = True
@@ -145,6 +156,8 @@ def walk(parse: Callable[[dict[str, Any]], None] | None = None,
                 f.raw = False
         for n in notes:  # then the next probes: lists get an item, allowed fields a mapping (or true)
             where = _tokens(n.path)
+            if any(tree[_norm(where[:k])].ref for k in range(len(where) + 1) if _norm(where[:k]) in tree):
+                continue  # inside a recursive structure: its ancestor is walked already
             candidates: list[tuple[list[str | int], Any]] = []
             if n.kind == "list":
                 candidates.append((where + [n.key, 0], {}))  # type: ignore[list-item]
@@ -176,6 +189,8 @@ def fields(tree: dict[Path, Field] | None = None) -> list[Field]:
     def visit(path: Path) -> None:
         f = tree[path]
         out.append(f)
+        if f.ref is not None:
+            return  # described at its ancestor
         children = [p for p in tree if len(p) == len(path) + 1 and p[: len(path)] == path]
         order = {k: i for i, k in enumerate(f.keys)}
         for child in sorted(children, key=lambda p: order.get(p[-1], len(order))):

@@ -55,6 +55,7 @@ class TurnRecord:
     server_session_id: str = ""  # from session.created
     turn_index: int = 0
     fixture: str = ""
+    turn_id: str = ""  # the scenario turn's id (harness/branching.py): which line of the script this was
     kind: str = "vad"  # vad | manual | barge_in
     # When: wall clock (epoch seconds) of the true end of user speech, and load at that moment.
     t_speech_end: float = 0.0
@@ -152,6 +153,7 @@ class SessionRecord:
     retry_after_s: float | None = None  # Retry-After of a throttled turn: the caller waits this long before its next session
     reconnects: int = 0  # new connections after the server ended the session at its maximum length
     reconnect_gap_ms: list[float] = field(default_factory=list)  # server close -> next session.created, each
+    path: list[str] = field(default_factory=list)  # turn ids in the order spoken: the branches this caller took
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -60,6 +60,11 @@ class TurnSpec:
     # caller variant: variant_fixtures[i] = (fixture id, directory); fixture is variant 0's id.
     say: Any = None  # words the caller says, synthesised before load (harness.tts.spec.SayLine)
     variant_fixtures: list[tuple[str, str]] = field(default_factory=list)
+    # Branching (harness/branching.py): the turn's id in records and gotos, where the caller goes next.
+    id: str = ""
+    goto: str | None = None  # unconditional jump after this turn: a turn id or "end"
+    branches: list[Any] = field(default_factory=list)  # branching.Branch, tried in order on the response
+    next: int | None = None  # index of the next turn when no branch is taken (None: the session ends)
 
 
 @dataclass
@@ -117,6 +122,7 @@ class Scenario:
     load: LoadSpec
     thresholds: list[str]
     fixtures_dir: str = "audio_fixtures"
+    max_turns: int | None = None  # turns per session when the conversation branches or loops
     tools: list[Any] = field(default_factory=list)  # tools.FunctionTool, answered by the caller
     mcp_tools: list[dict[str, Any]] = field(default_factory=list)  # MCP servers the service calls itself
     speech: Any = None  # defaults of say: lines and their cache (harness.tts.spec.SpeechSpec)
@@ -157,7 +163,7 @@ def parse_scenario(data: Any, file: str, *, env: dict[str, str] | None = None,
                                         f"expanded")])
     data = s.interpolate(data, "", p, env)
     s.check_keys(data, ("name", "description", "target", "targets", "session", "conversation", "audio", "load",
-                        "thresholds", "fixtures_dir", "tools", "speech", "variants"), "", p)
+                        "thresholds", "fixtures_dir", "tools", "speech", "variants", "max_turns"), "", p)
     name = s.get_str(data, "name", "", p, Path(file).stem) or Path(file).stem
     fixtures_dir = _fixtures_dir(s.get_str(data, "fixtures_dir", "", p, "audio_fixtures") or "audio_fixtures", file)
     targets = _targets(data, p)
@@ -172,26 +178,29 @@ def parse_scenario(data: Any, file: str, *, env: dict[str, str] | None = None,
                     for i, t in enumerate(s.get_list(data, "conversation", "", p))]
     if not conversation and "conversation" not in [k for k, _ in p.items]:
         p.add("conversation", "at least one turn is required")
+    from .branching import link
+
+    turn_paths, max_turns = link(conversation, data, p)  # inline branch turns join the list, after these
     if conversation and conversation[0].barge_in_after_ms is not None:
         p.add("conversation[0].barge_in_after_ms", "the first turn has no previous response to interrupt")
     manual = "turn_detection" in session and session["turn_detection"] is None
-    for i, t in enumerate(conversation):
+    for t, tpath in zip(conversation, turn_paths):
         if t.manual_commit and not manual:
-            p.add(f"conversation[{i}].manual_commit", "needs session.turn_detection: null (server VAD commits itself)")
+            p.add(f"{tpath}.manual_commit", "needs session.turn_detection: null (server VAD commits itself)")
         if manual and t.barge_in_after_ms is not None:
-            p.add(f"conversation[{i}].barge_in_after_ms", "barge-in needs server VAD (turn_detection is null)")
+            p.add(f"{tpath}.barge_in_after_ms", "barge-in needs server VAD (turn_detection is null)")
     _check_expectations_can_pass(conversation, session, targets, p)
     audio = _audio(s.get_dict(data, "audio", "", p), p)
     load = _load(s.get_dict(data, "load", "", p), p)
     thresholds = _thresholds(s.get_list(data, "thresholds", "", p), p)
     if check_fixtures and conversation:
-        _check_fixtures(conversation, fixtures_dir, file, p)
+        _check_fixtures(conversation, fixtures_dir, file, p, turn_paths)
     if p:
         raise ScenarioError(file, p.items)
     return Scenario(name=name, file=file, description=s.get_str(data, "description", "", p, "") or "",
                     targets=targets, session=session, conversation=conversation, audio=audio, load=load,
                     thresholds=thresholds, fixtures_dir=fixtures_dir, tools=tools, mcp_tools=mcp_tools,
-                    speech=speech, variants=variants)
+                    speech=speech, variants=variants, max_turns=max_turns)
 
 
 def _tools(data: dict[str, Any], session: dict[str, Any], p: s.Problems) -> tuple[list[Any], list[Any], list[str] | None]:
@@ -338,8 +347,8 @@ def _turn(raw: Any, path: str, p: s.Problems, tool_names: list[str] | None = Non
     if not isinstance(raw, dict):
         p.add(path, f"expected a mapping with at least 'fixture', got {raw!r}")
         return TurnSpec(fixture="")
-    s.check_keys(raw, ("fixture", "pause_ms", "barge_in_after_ms", "manual_commit", "expect", "say", "voice", "rate"),
-                 path, p)
+    s.check_keys(raw, ("fixture", "pause_ms", "barge_in_after_ms", "manual_commit", "expect", "say", "voice", "rate",
+                       "id", "goto", "branches"), path, p)
     from .tts.spec import parse_say
 
     say = parse_say(raw, path, speech, p)
@@ -374,9 +383,14 @@ def _turn(raw: Any, path: str, p: s.Problems, tool_names: list[str] | None = Non
     from .tools import parse_expect
 
     expect.tool = parse_expect(e, epath, p, tool_names)
-    return TurnSpec(fixture=fixture or "", pause_ms=s.get_int(raw, "pause_ms", path, p, 600, lo=0, hi=600_000) or 0,
+    spec = TurnSpec(fixture=fixture or "", pause_ms=s.get_int(raw, "pause_ms", path, p, 600, lo=0, hi=600_000) or 0,
                     barge_in_after_ms=s.get_int(raw, "barge_in_after_ms", path, p, None, lo=0, hi=60_000),
                     manual_commit=s.get_bool(raw, "manual_commit", path, p, False), expect=expect, say=say)
+    from .branching import parse_links
+
+    parse_links(spec, raw, path, p, lambda r, q: _turn(r, q, p, tool_names, speech))
+    return spec
+
 
 
 def _audio(raw: dict[str, Any], p: s.Problems) -> AudioSpec:
@@ -470,7 +484,8 @@ def _fixtures_dir(value: str, file: str) -> str:
     return value if Path(value).is_absolute() or not beside.is_dir() else os.path.abspath(beside)
 
 
-def _check_fixtures(conversation: list[TurnSpec], fixtures_dir: str, file: str, p: s.Problems) -> None:
+def _check_fixtures(conversation: list[TurnSpec], fixtures_dir: str, file: str, p: s.Problems,
+                    paths: list[str] | None = None) -> None:
     from .fixtures import FixtureError, library
 
     try:
@@ -481,4 +496,5 @@ def _check_fixtures(conversation: list[TurnSpec], fixtures_dir: str, file: str, 
     for i, turn in enumerate(conversation):
         if turn.fixture and turn.fixture not in manifest:
             known = ", ".join(sorted(manifest)[:8])
-            p.add(f"conversation[{i}].fixture", f"unknown fixture {turn.fixture!r} (known: {known}, ...)")
+            where = paths[i] if paths else f"conversation[{i}]"
+            p.add(f"{where}.fixture", f"unknown fixture {turn.fixture!r} (known: {known}, ...)")

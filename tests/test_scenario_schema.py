@@ -100,6 +100,17 @@ def test_the_schema_names_the_fields_others_declared(validator):
     assert list(validator.iter_errors(doc))
 
 
+def test_branching_scripts_and_their_inline_turns_are_checked_at_any_depth(validator):
+    import test_branching
+
+    doc = yaml.safe_load(test_branching.SCRIPT)
+    assert not list(validator.iter_errors(doc))
+    inline = doc["conversation"][0]["branches"][1]["turns"]
+    inline[0]["branches"] = [{"turns": [{"fixture": "car_eta", "pause_ms": -5}]}]  # a turn inside a turn inside a turn
+    errors = list(validator.iter_errors(doc))
+    assert errors and any("pause_ms" in str(list(e.absolute_path)) or "pause_ms" in str(e) for e in errors)
+
+
 def test_a_field_added_to_a_parser_appears_in_the_walk_with_its_bounds_and_choices():
     def parse(doc):
         p = s.Problems([])

@@ -22,6 +22,7 @@ from ..quota import classify_throttle, is_session_expiry, retry_after_from_text
 from ..metrics import TurnContext, build_turn_record
 from ..protocol import events as ev
 from ..records import SessionRecord, TurnRecord
+from ..branching import next_turn, turn_limit
 from ..scenario import Scenario, TurnSpec
 from ..timeline import SessionTimeline, TurnTimeline
 from .pacer import LAG, Mic, Utterance
@@ -118,6 +119,7 @@ class CallerSession:
                                     worker=options.worker, session_id=options.session_id)
         self.records: list[TurnRecord] = []
         self._emitted = 0
+        self._spoken: list[TurnSpec] = []  # the scenario turn behind each spoken turn (branches may repeat one)
         self._created: dict[str, Any] | None = None
         self._updated = gevent.event.AsyncResult()
         self._update_event_id = ""
@@ -235,12 +237,16 @@ class CallerSession:
         sc, a = self.sc, self.sc.audio
         self._start_mic()
         timeout_ns = int(sc.load.turn_timeout_s * 1e9)
-        for i, spec in enumerate(sc.conversation):
+        step: int | None = 0 if sc.conversation else None  # which scenario turn; branches pick the next one
+        for i in range(turn_limit(sc.conversation, sc.max_turns)):
+            if step is None:  # the script (or a branch) ended the call
+                break
             if self._expired() and not self.opt.stopping():  # an expiry error precedes its close: go now
                 if not self._reconnect():
                     break
             if self.timeline.closed_ns is not None or self.mic.error is not None or self.opt.stopping():
                 break
+            spec = sc.conversation[step]
             prev = self.timeline.turns[-1] if self.timeline.turns else None
             if spec.barge_in_after_ms is not None and prev is not None:
                 self._wait(lambda: prev.first_audio_ns is not None or self._turn_over(prev),
@@ -252,9 +258,12 @@ class CallerSession:
                     self._wait(lambda: self._turn_over(prev), (prev.speech_end_ns or time.monotonic_ns()) + timeout_ns)
                 self._emit_ready(final=False)
                 self._sleep_until(time.monotonic_ns() + spec.pause_ms * NS)
+            self._spoken.append(spec)
+            self.record.path.append(spec.id)
             self._speak(i, spec, fixture_for(sc, spec, self.variant),
                         prev if spec.barge_in_after_ms is not None else None)
             self._emit_ready(final=False)
+            step = self._next_step(spec, timeout_ns)
         for turn in self.timeline.turns:
             self._wait(lambda: self._turn_over(turn), (turn.speech_end_ns or time.monotonic_ns()) + timeout_ns)
             self._emit_ready(final=False)
@@ -290,6 +299,14 @@ class CallerSession:
         rec.reconnect_gap_ms.append(round((time.monotonic_ns() - t_closed) / NS, 3))
         self._start_mic()
         return True
+
+    def _next_step(self, spec: TurnSpec, timeout_ns: int) -> int | None:
+        """The scenario turn to speak next: a branching turn waits for its response and reads it."""
+        if not spec.branches:
+            return spec.next
+        turn = self.timeline.turns[-1]
+        self._wait(lambda: self._turn_over(turn), (turn.speech_end_ns or time.monotonic_ns()) + timeout_ns)
+        return next_turn(spec, "".join(turn.response_transcript))
 
     def _speak(self, i: int, spec: TurnSpec, fixture: Any, interrupted: TurnTimeline | None) -> None:
         a = self.sc.audio
@@ -344,7 +361,7 @@ class CallerSession:
     def _finish(self, turn: TurnTimeline) -> None:
         turn.finished_ns = time.monotonic_ns()
         utt: Utterance | None = turn.utterance
-        spec = self.sc.conversation[turn.index]
+        spec = self._spoken[turn.index]
         until = turn.first_audio_ns or turn.finished_ns
         ctx = TurnContext(bytes_per_ms=self.out_fmt.bytes_per_second / 1000, expect_audio=self.expect_audio,
                           expectations=spec.expect, interrupted=turn.interrupted,
@@ -356,6 +373,7 @@ class CallerSession:
                                   "server_session_id": self.record.server_session_id, **self.opt.extra_common},
                           active_sessions=self.opt.active_sessions(), wall_minus_mono_ns=WALL_MINUS_MONO_NS)
         rec = build_turn_record(turn, ctx)
+        rec.turn_id = spec.id
         if self.variant is not None:
             rec.variant, rec.variant_fields = self.variant.label, self.variant.fields()
         if not rec.complete:  # a throttled turn is the quota's doing, not the agent's (harness/quota.py)

@@ -140,6 +140,7 @@ class Profile:
     cadence_jitter_ms: Dist = field(default_factory=lambda: Dist("fixed", value=0.0))
     audio_pace: Dist = field(default_factory=lambda: Dist("fixed", value=2.0))
     reply_length_ms: Dist | None = None  # None: whole replies; else choose one at least this long and trim
+    replies: tuple[str, ...] | None = None  # reply-bank ids to answer with (None: all); fixes which branch a script takes
     vad_batch_ms: int = 60  # VAD decision granularity: audio is classified in batches of this size
     rate_limits_event: bool = False  # rate_limits.updated after response.created (not in the SDK enum)
     warning_event: bool = False  # a `warning` event after response.created (clients must tolerate it)
@@ -341,6 +342,10 @@ def profile_from_dict(raw: dict[str, Any], src: str = "<profile>") -> Profile:
             kw[key] = _dist(value, src, key, lo=0.1)
         elif key == "reply_length_ms":
             kw[key] = None if value is None else _dist(value, src, key, lo=100.0)
+        elif key == "replies":
+            if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+                raise _err(src, key, "expected a list of reply ids (harness/simulator/replies/replies.yaml)")
+            kw[key] = None if value is None else tuple(value)
         elif key == "vad_batch_ms":
             kw[key] = int(_num(value, src, key, 10, 1000))
         elif key in ("rate_limits_event", "warning_event", "audio_timestamp_events", "viseme_events"):

@@ -67,3 +67,21 @@ def _load(directory: Path) -> tuple[Reply, ...]:
 def load_replies(directory: str | Path | None = None) -> list[Reply]:
     """All replies in ``replies.yaml`` order (loaded once per process; the list is a fresh copy)."""
     return list(_load(Path(directory).resolve() if directory else REPLY_DIR))
+
+
+def select_replies(replies: list[Reply] | None, ids: tuple[str, ...] | None, src: str = "<profile>") -> list[Reply] | None:
+    """The profile's ``replies:`` subset of the bank (None: the whole bank, loaded lazily as before).
+
+    A profile that always answers the same way is how a test drives a branching conversation down a
+    known branch (harness/branching.py); unknown ids are refused with the known ones listed.
+    """
+    if ids is None:
+        return replies
+    bank = {r.id: r for r in (replies if replies is not None else load_replies())}
+    unknown = [i for i in ids if i not in bank]
+    if unknown or not ids:
+        from .profiles import ProfileError
+
+        raise ProfileError(f"{src}: replies: unknown reply id(s) {', '.join(unknown) or '(none given)'}; "
+                           f"known: {', '.join(bank)}")
+    return [bank[i] for i in ids]

@@ -32,6 +32,7 @@ from .handshake import Handshake, check, reject
 from .profiles import Profile, load_profile, rng_for
 from .quotas import (CAPACITY, KIND_HEADER, THROTTLED_CONNECTIONS, ResourceQuota, capacity_429, connections_429,
                      throttle_record)
+from .replies import select_replies
 from .responder import ReplyBank
 from .session import SessionSetup, SimSession, SimStats
 from .transcribe import Transcriber
@@ -221,7 +222,7 @@ class Simulator:
         self.seed = self.profile.seed if seed is None else int(seed)
         self.host, self.port = host, port
         self.truth = TruthLog(truth_log)
-        self.bank = ReplyBank(replies)
+        self.bank = ReplyBank(select_replies(replies, self.profile.replies, self.profile.source))
         self.transcriber = Transcriber(fixtures_dir, extra_fixture_dirs)
         self.counters = SimStats()
         self.quota = ResourceQuota(self.profile.quotas)  # this process is one resource
