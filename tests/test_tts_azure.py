@@ -179,3 +179,28 @@ def test_cli_fixtures_say_with_an_azure_voice(standin, tmp_path):
                          env={**env, "AZURE_SPEECH_KEY": "not-the-key-" + "y" * 20}, capture_output=True, text=True,
                          timeout=120, check=False)
     assert bad.returncode == 2 and "401: unauthorized" in bad.stderr and "not-the-key" not in bad.stderr
+
+
+def test_entra_auth_asks_for_the_speech_scope(standin, tmp_path):
+    """kind: entra from the scenario: a token for cognitiveservices (not the Voice Live scope) as Bearer."""
+    import time as _time
+
+    from azure.core.credentials import AccessToken
+
+    from harness.scenario import parse_scenario
+
+    asked = []
+
+    class Credential:
+        def get_token(self, *scopes, **kw):
+            asked.append(scopes)
+            return AccessToken(TOKEN, int(_time.time()) + 3600)
+
+    url = f"http://127.0.0.1:{standin.server_address[1]}/cognitiveservices/v1"
+    sc = parse_scenario({"speech": {"azure": {"endpoint": url, "auth": {"kind": "entra"}}},
+                         "conversation": [{"say": "Hi.", "voice": "azure:en-US-AvaMultilingualNeural"}]},
+                        str(tmp_path / "s.yaml"))
+    c = AzureSpeechClient(sc.speech.azure, credential=Credential())
+    x, _ = c.synthesize("Hello from Entra.", "en-US-AvaMultilingualNeural", 1.0)
+    assert len(x) and asked == [("https://cognitiveservices.azure.com/.default",)]
+    assert standin.seen[-1]["headers"]["authorization"] == f"Bearer {TOKEN}"
