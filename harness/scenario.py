@@ -165,8 +165,10 @@ def parse_scenario(data: Any, file: str, *, env: dict[str, str] | None = None,
     s.check_keys(data, ("name", "description", "target", "targets", "session", "conversation", "audio", "load",
                         "thresholds", "fixtures_dir", "tools", "speech", "variants", "max_turns"), "", p)
     name = s.get_str(data, "name", "", p, Path(file).stem) or Path(file).stem
-    fixtures_dir = _fixtures_dir(s.get_str(data, "fixtures_dir", "", p, "audio_fixtures") or "audio_fixtures", file)
+    fixtures_dir = _beside(s.get_str(data, "fixtures_dir", "", p, "audio_fixtures") or "audio_fixtures", file)
     targets = _targets(data, p)
+    for t in targets:  # a profile file beside the scenario, like its fixtures (names: shipped profiles)
+        t.profile = _beside(t.profile, file, Path.is_file) if t.profile.endswith((".yaml", ".yml")) else t.profile
     session = s.get_dict(data, "session", "", p)
     _check_session(session, p)
     tools, mcp_tools, tool_names = _tools(data, session, p)
@@ -476,12 +478,12 @@ def _thresholds(raw: list[Any], p: s.Problems) -> list[str]:
     return out
 
 
-def _fixtures_dir(value: str, file: str) -> str:
-    """User fixtures live beside the user's scenarios: a relative ``fixtures_dir`` is looked up next to the
-    scenario file first, then in the working directory; ids it lacks come from the shipped library
-    (``fixtures.library``), so an installed voiceload runs from any directory."""
+def _beside(value: str, file: str, exists: Any = Path.is_dir) -> str:
+    """User files live beside the user's scenarios: a relative ``fixtures_dir`` (or profile file) is looked up
+    next to the scenario file first, then in the working directory; fixture ids the user's directory lacks
+    come from the shipped library (``fixtures.library``), so an installed voiceload runs from anywhere."""
     beside = Path(file).parent / value
-    return value if Path(value).is_absolute() or not beside.is_dir() else os.path.abspath(beside)
+    return value if Path(value).is_absolute() or not exists(beside) else os.path.abspath(beside)
 
 
 def _check_fixtures(conversation: list[TurnSpec], fixtures_dir: str, file: str, p: s.Problems,

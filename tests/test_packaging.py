@@ -171,3 +171,18 @@ def test_a_scenario_speaks_its_own_fixtures_and_the_shipped_ones(tmp_path):
     assert mine.duration_ms == fixtures.get_fixture("car_eta").duration_ms
     assert shipped.duration_ms == fixtures.get_fixture("cs_order_status").duration_ms
     assert fixtures.get_fixture("my_eta", sc.fixtures_dir).directory == (tmp_path / "audio_fixtures").resolve()
+
+
+def test_a_profile_file_beside_the_scenario_is_found_from_any_directory(tmp_path, monkeypatch):
+    from harness.scenario import load_scenario
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "mine.yaml").write_text("replies: [cs_refund]\n")
+    (project / "s.yaml").write_text("targets:\n  - {embedded: true, name: a, profile: mine.yaml}\n"
+                                    "  - {embedded: true, name: b, profile: ideal}\n  - {embedded: true, name: c, "
+                                    "profile: other.yaml}\nconversation: [car_call_mom]\n")
+    monkeypatch.chdir(tmp_path)
+    a, b, c = load_scenario(project / "s.yaml").targets
+    assert a.profile == str(project / "mine.yaml")  # beside the scenario, not the working directory
+    assert b.profile == "ideal" and c.profile == "other.yaml"  # a shipped name; a file that is not beside it
