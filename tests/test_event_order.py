@@ -26,7 +26,7 @@ def run(coro):
 async def one_turn(url: str, **open_kw) -> SimClient:
     c = await SimClient.open(url, **open_kw)
     await c.wait_for("session.created")
-    await c.say("cs_order_status", silence_ms=900)
+    await c.say("cs_order_status", silence_ms=900, speed=3)
     await c.wait_for("response.done", 20)
     await asyncio.sleep(0.3)  # a late transcription (realtime order) would land now
     await c.close()
@@ -74,7 +74,7 @@ def test_realtime_models_keep_the_realtime_order():
         c = await SimClient.open(url, model="gpt-realtime")
         await c.wait_for("session.created")
         await c.update({"input_audio_transcription": {"model": "azure-speech"}})
-        await c.say("cs_order_status", silence_ms=900)
+        await c.say("cs_order_status", silence_ms=900, speed=3)
         await c.wait_for("response.done", 20)
         await asyncio.sleep(0.3)
         await c.close()

@@ -194,3 +194,57 @@ def test_every_second_of_audio_received_costs_ten_tokens():
         stats = sim.stats()
     assert stats["quotas"]["tokens_total"] == 20 and stats["audio_in_s"] == 2.0
     assert err["error"]["code"] == "rate_limit_exceeded" and "used 20" in err["error"]["message"]
+
+
+TPM_PROFILE = """
+name: tpm
+first_audio_delay_ms: 150
+response_created_delay_ms: 20
+chunk_ms: 100
+audio_pace: 4.0
+reply_length_ms: 1000
+vad_batch_ms: 20
+quotas: {tokens_per_minute: 35, window_s: 1}
+"""
+TPM_SCENARIO = """
+name: tpm
+target: {{embedded: true, profile: {profile}}}
+session:
+  turn_detection: {{type: server_vad, silence_duration_ms: 400}}
+conversation:
+  - {{fixture: car_call_mom, pause_ms: 200}}
+  - {{fixture: car_eta, pause_ms: 200}}
+audio: {{trailing_silence_ms: 200}}
+load: {{users: 3, spawn_rate: 1, duration: 8s, turn_timeout: 5s, stop_timeout: 5s,
+        max_pacing_lag_ms: 250}}  # judges quotas, not timing, on a busy machine
+thresholds: ['completeness >= 0.99']
+"""
+
+
+def test_harness_classifies_the_simulators_token_throttling_and_goes_on(tmp_path):
+    """The contract with the harness, end to end: three callers against an embedded simulator whose
+    token quota (35 per 1 s window; every caller's mic costs 10 tokens a second) runs out. Refused
+    turns are classified throttled_tokens, never agent failures, the run exits 0, turns complete after
+    the first throttle, and the simulator's truth log holds one line per refusal."""
+    import subprocess
+    import sys
+
+    from harness.records import read_records
+
+    profile = tmp_path / "tpm-profile.yaml"
+    profile.write_text(TPM_PROFILE)
+    scenario = tmp_path / "tpm.yaml"
+    scenario.write_text(TPM_SCENARIO.format(profile=profile))
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(scenario), "--out", str(out), "--quiet"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    turns = list(read_records(out / "turns.jsonl"))
+    refused = [t for t in turns if t["error"].startswith("rate_limit_exceeded")]
+    throttled = [t for t in turns if t["throttle"]]
+    assert refused and {t["throttle"] for t in throttled} == {"throttled_tokens"}, [(t["reason"], t["error"]) for t in turns]
+    assert not [t for t in turns if not t["complete"] and not t["throttle"]]  # nothing blamed on the agent
+    first = min(t["t_speech_end"] for t in refused)
+    assert any(t["complete"] and t["t_speech_end"] > first for t in turns)  # the run went on
+    lines = read_truth(out / "truth-embedded.jsonl", kind="throttle")
+    assert len(lines) == len(refused) and {r["throttle"] for r in lines} == {"throttled_tokens"}
