@@ -89,7 +89,10 @@ def test_function_parallel_filler_and_mcp_calls_match_ground_truth(tmp_path):
     assert [t["trigger"] for t in truth if t.get("answer_to")] == ["interim", "response.create", "response.create",
                                                                    "mcp"]
     cmp = compare_tools([r.to_dict() for r in s.records], truth)
-    assert sorted(c.metric for c in cmp) == (["answer_first_audio_ms"] * 3 + ["first_tool_call_ms"] * 3
+    late_reads = sum(bool(t.get("speech_end_recv_shared")) for t in truth if t.get("tool_kind"))
+    late_reqs = sum(bool(t.get("answer_request_recv_shared")) for t in truth)
+    assert sorted(c.metric for c in cmp) == (["answer_first_audio_ms"] * (3 - late_reqs)
+                                             + ["first_tool_call_ms"] * (3 - late_reads)
                                              + ["tool_call_after_speech_stopped_ms"] * 3)
     valid = {r.response_id for r in s.records if r.valid}  # a starved generator's turns are not trusted
     assert all(abs(c.error_ms) < 2.0 for c in cmp if c.response_id in valid), cmp
@@ -146,13 +149,10 @@ def run_accuracy(users: int, tmp: Path) -> tuple[list, list]:
 def test_tool_metrics_agree_with_ground_truth_under_concurrency(tmp_path):
     turns, cmp = run_accuracy(8, tmp_path)
     assert len(turns) == 16 and all(t.reason == "complete" for t in turns), [t.reason for t in turns]  # all ran to the end
-    # Like the first-audio accuracy test (test_engine_e2e): only valid turns are compared; turns streamed
-    # while the generator was starved are flagged invalid and not trusted. Three comparisons per turn:
-    # first_tool_call, the same from speech_stopped, answer_first_audio.
+    # Like the first-audio accuracy test (test_engine_e2e): only valid turns are compared (a starved
+    # generator's reads coalesce, so its stamps are not trusted), and compare_tools leaves out pairs whose
+    # truth came from a late, shared simulator read. Three comparisons per turn at most.
     assert len(cmp) >= 3, [t.generator_lag_ms for t in turns]
-    # Same bar as the first-audio accuracy test: both ends stamp with kernel arrival instants. A
-    # starved simulator (this shared 2-core machine) coalesces reads and stamps the truth late,
-    # which is why the tail is checked at p95 here; the 50-session figures are in the closing note.
     errors = sorted(abs(c.error_ms) for c in cmp)
     assert statistics.median(errors) < 1.0 and errors[int(0.95 * (len(errors) - 1))] < 2.0, errors
 
@@ -163,13 +163,18 @@ if __name__ == "__main__":  # the measured run quoted in the closing note: pytho
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 50
     with tempfile.TemporaryDirectory() as d:
         turns, cmp = run_accuracy(n, Path(d))
-        everything = compare_tools([t.to_dict() for t in turns], read_records(Path(d) / "truth.jsonl"))
+        truth = list(read_records(Path(d) / "truth.jsonl"))
+        everything = compare_tools([t.to_dict() for t in turns], truth)
+    late = sum(bool(t.get("speech_end_recv_shared")) for t in truth if t.get("tool_kind"))
     for label, rows in (("valid turns", cmp), ("all turns", everything)):
         for metric in ("first_tool_call_ms", "tool_call_after_speech_stopped_ms", "answer_first_audio_ms"):
             e = sorted(abs(c.error_ms) for c in rows if c.metric == metric)
             if e:
                 print(f"{label}: {metric}: n={len(e)} |error| p50={statistics.median(e):.3f} "
                       f"p99={e[int(0.99 * (len(e) - 1))]:.3f} max={e[-1]:.3f} ms")
+    late_req = sum(bool(t.get("answer_request_recv_shared")) for t in truth)
+    print(f"no exact truth (a late, shared simulator read), not compared: speech end {late}, response.create "
+          f"{late_req}")
     lag = sorted(t.generator_lag_ms or 0 for t in turns)
     print(f"turns={len(turns)} valid={sum(t.valid for t in turns)} complete={sum(t.complete for t in turns)} "
           f"generator_lag_ms p50={lag[len(lag) // 2]:.1f} max={lag[-1]:.1f}")

@@ -116,6 +116,8 @@ class SimSession:
         if self.closed:
             return []
         self.s.stats.messages_in += 1
+        if self.tools.watch is not None:  # was the caller's response.create read together with this?
+            self.tools.seen(recv_ns)
         if isinstance(data, str):
             data = data.encode()
         # Hot path: the harness's own append frames (~15k/s at 300 sessions) skip the JSON parser.
@@ -264,6 +266,7 @@ class SimSession:
                       speech_start_audio_ms=onset_ms, speech_end_audio_ms=end_ms, turn_index=self.turn_index)
         if end_ms is not None:
             t.speech_end_recv_mono_ns, t.speech_end_recv_wall_ns = self.input.recv_instant(end_ms)
+            t.speech_end_recv_shared = self.input.recv_shared(end_ms)
         return t
 
     def _commit_turn(self, item_id: str, seg_start_ms: float, speech_end_ms: float, truth: TurnTruth,

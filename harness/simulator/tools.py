@@ -117,6 +117,14 @@ class SimTools:
         self.round: _Round | None = None
         self.answer: tuple[Intent, str, str] | None = None  # (intent, calling response id, kind) to answer next
         self.intents = load_intents()
+        self.watch: tuple[TurnTruth, int] | None = None  # answer truth whose request stamp may be a shared read's
+
+    def seen(self, recv_ns: int) -> None:
+        """The next message after the caller's response.create: same read stamp = that stamp is the later one's."""
+        truth, stamp = self.watch  # type: ignore[misc]
+        self.watch = None
+        if recv_ns == stamp:
+            truth.answer_request_recv_shared = True
 
     # -- what the session offers -------------------------------------------------------------------
     def offered(self) -> dict[str, tuple[str, str]]:
@@ -176,6 +184,7 @@ class SimTools:
             truth.answer_to = rid
             if kind == "function":
                 truth.answer_request_recv_mono_ns = now_ns
+                self.watch = (truth, now_ns)
             self.sess.reply_override = self._reply(intent.reply)
             return None
         if truth.trigger not in ("vad", "manual") or truth.speech_start_audio_ms is None \

@@ -38,6 +38,7 @@ class TurnTruth:
     speech_end_audio_ms: int | None = None  # end of the last speech frame (no silence_duration)
     speech_end_recv_mono_ns: int | None = None
     speech_end_recv_wall_ns: int | None = None
+    speech_end_recv_shared: bool = False  # that audio came in one read with later audio: its stamp may be late
     speech_stopped_sent_mono_ns: int | None = None
     speech_stopped_sent_wall_ns: int | None = None
     response_created_mono_ns: int | None = None
@@ -73,6 +74,7 @@ class TurnTruth:
     # caller's response.create for it arrived (function calls; kernel arrival stamp).
     answer_to: str | None = None
     answer_request_recv_mono_ns: int | None = None
+    answer_request_recv_shared: bool = False  # read together with a later message: the stamp may be late
 
     def stamp(self, instant: str) -> None:
         """Record ``instant`` now on both clocks (called by the writer right before a send)."""

@@ -135,6 +135,17 @@ class InputAudio:
         while chunks and chunks[0][0] + len(chunks[0][1]) * 1000.0 / self._chunks_rate < limit:
             chunks.popleft()
 
+    def recv_shared(self, audio_ms: float) -> bool:
+        """True if the append holding ``audio_ms`` came in the same read as the next append: a read's
+        kernel stamp is its last segment's, so this one's stamp may be late (the loop was behind)."""
+        n = min(self._arr_n, ARRIVALS_KEPT)
+        for i in range(self._arr_n - 1, self._arr_n - 1 - n, -1):
+            slot = i % ARRIVALS_KEPT
+            if self._arr_end[slot] + 1e-6 < audio_ms:
+                nxt = (i + 2) % ARRIVALS_KEPT
+                return i + 2 < self._arr_n and self._arr_mono[nxt] == self._arr_mono[(i + 1) % ARRIVALS_KEPT]
+        return False
+
     def recv_instant(self, audio_ms: float) -> tuple[int | None, int | None]:
         """(mono_ns, wall_ns) at which buffer position ``audio_ms`` arrived."""
         n = min(self._arr_n, ARRIVALS_KEPT)
