@@ -208,6 +208,8 @@ def run_scenario(scenario: Any, args: argparse.Namespace) -> int:
     out.meta["scenario_load"] = _scenario_load(scenario)
     out.meta["allow_expectation_failures"] = bool(args.allow_expectation_failures)
     out.meta["status"] = "running"
+    if getattr(scenario.speech, "prepared", None):  # say: lines: what was synthesised or cached (harness/tts)
+        out.meta["speech"] = scenario.speech.prepared
     progress = None if args.quiet else sys.stderr
     try:
         with open_endpoints(scenario, run_dir=out.dir, override_url=args.target, profile=args.profile,

@@ -40,7 +40,7 @@ def speech_line(stderr: str) -> tuple[int, int, int, float]:
 def test_say_only_scenario_runs_end_to_end_and_the_second_run_uses_the_cache(tmp_path):
     scenario = tmp_path / "say_smoke.yaml"
     doc = yaml.safe_load((ROOT / "scenarios" / "say_smoke.yaml").read_text())
-    doc["conversation"] = doc["conversation"][:2]  # the shipped scenario, shorter: two lines, two callers
+    doc["conversation"] = doc["conversation"][:1]  # the shipped scenario, shorter: one line, two callers
     doc["variants"] = {"channel": ["wideband", "g711"], "rate": 0.9}
     doc["load"]["max_pacing_lag_ms"] = 250  # this test is about speech, not pacing on a busy shared machine
     scenario.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -49,12 +49,12 @@ def test_say_only_scenario_runs_end_to_end_and_the_second_run_uses_the_cache(tmp
     first = voiceload(*args, "--out", str(tmp_path / "run1"), cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     hits, made, synthesised, first_s = speech_line(first.stderr)
-    assert (hits, made, synthesised) == (0, 4, 2)  # 2 lines synthesised once, rendered for both callers
+    assert (hits, made, synthesised) == (0, 2, 1)  # the line synthesised once, rendered for both callers
     cache = tmp_path / ".voiceload-cache" / "tts"
-    assert len(list(cache.glob("say_*.wav"))) == 4  # beside the scenario
+    assert len(list(cache.glob("say_*.wav"))) == 2  # beside the scenario
 
     turns = [json.loads(line) for line in (tmp_path / "run1" / "turns.jsonl").read_text().splitlines()]
-    assert len(turns) == 4 and all(t["complete"] for t in turns)
+    assert len(turns) == 2 and all(t["complete"] for t in turns)
     texts = [t["say"] for t in yaml.safe_load(scenario.read_text())["conversation"]]
     for t in turns:
         assert t["input_transcript"] == texts[t["turn_index"]] and t["wer"] == 0.0, t
@@ -70,7 +70,10 @@ def test_say_only_scenario_runs_end_to_end_and_the_second_run_uses_the_cache(tmp
     second = voiceload(*args, "--out", str(tmp_path / "run2"), cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     hits2, made2, synthesised2, second_s = speech_line(second.stderr)
-    assert (hits2, made2, synthesised2) == (4, 0, 0)  # nothing synthesised
+    assert (hits2, made2, synthesised2) == (2, 0, 0)  # nothing synthesised
+    meta = [json.loads((tmp_path / run / "run.json").read_text())["speech"] for run in ("run1", "run2")]
+    assert (meta[0]["synthesised"], meta[0]["made"], meta[1]["synthesised"], meta[1]["from_cache"]) == (1, 2, 0, 2)
+    assert meta[0]["cache_dir"] == str(cache)
     assert second_s < first_s
     print(f"speech step: first run {first_s:.2f} s, cached run {second_s:.2f} s")
 

@@ -80,6 +80,9 @@ def prepare_speech(scenario: Any, *, engines: Engines | None = None, progress: I
         _prepare_rows(scenario, cache, rows, done)
     finally:
         release()
+    speech.prepared = {"cache_dir": done.cache_dir, "lines": done.lines, "from_cache": done.hits, "made": done.made,
+                       "synthesised": done.synthesised, "speech_s": round(done.speech_s, 2),
+                       "synthesis_cpu_s": round(done.cpu_s, 3), "seconds": round(time.perf_counter() - t0, 3)}
     if progress is not None:
         print(f"voiceload: speech: {done.lines} line(s), {done.hits} from the cache, {done.made} made from "
               f"{done.synthesised} synthesised ({done.speech_s:.1f} s of speech) in {time.perf_counter() - t0:.2f} s "

@@ -30,6 +30,7 @@ class SpeechSpec:
     cache_dir: str | None = None  # relative to the scenario file's directory
     azure: Any = None  # harness.tts.azure.AzureSpeechConfig when speech.azure is given
     note: str = ""
+    prepared: dict[str, Any] | None = None  # what prepare_speech did (run.json "speech")
 
 
 @dataclass
