@@ -210,6 +210,7 @@ def run_scenario(scenario: Any, args: argparse.Namespace) -> int:
     out.meta["status"] = "running"
     if getattr(scenario.speech, "prepared", None):  # say: lines: what was synthesised or cached (harness/tts)
         out.meta["speech"] = scenario.speech.prepared
+    out.save_meta()  # a run killed from here on (SIGKILL, power) is judged "did not finish", never PASS
     progress = None if args.quiet else sys.stderr
     try:
         with open_endpoints(scenario, run_dir=out.dir, override_url=args.target, profile=args.profile,

@@ -142,6 +142,16 @@ def test_report_on_a_run_without_turns_says_incomplete(tmp_path):  # item 10
     assert "VERDICT: INCOMPLETE" in (tmp_path / "report.html").read_text()
 
 
+def test_a_run_killed_before_it_ended_is_never_a_pass(tmp_path):
+    with RecordWriter(tmp_path / "turns.jsonl") as w:
+        w.write(TurnRecord(target="t", first_audio_ms=500.0, complete=True, reason="complete"))
+    (tmp_path / "run.json").write_text(json.dumps({"run_id": "k", "started": "2026-11-30T03:00:00+00:00",
+                                                   "ended": None, "status": "running"}))
+    proc = vl("check", str(tmp_path))
+    assert proc.returncode == EXIT_INCOMPLETE, proc.stdout + proc.stderr
+    assert "the run did not finish" in last_line(proc.stdout)
+
+
 # -- barge-in: the interrupted turn is an expected outcome (item 13) -----------------------------------
 def test_interrupted_turns_that_were_expected_are_not_failures(tmp_path):
     with RecordWriter(tmp_path / "turns.jsonl") as w:

@@ -286,7 +286,7 @@ def render(df: pd.DataFrame, sessions: pd.DataFrame, meta: Mapping[str, Any], na
     has = bool(len(df))
     verdict = _verdict(df, sessions, meta)
     nav = [("overview", "Overview", True), ("thresholds", "Thresholds",
-                                            bool(meta.get("thresholds")) or bool(expectation_counts(df))),
+                                            bool(meta.get("thresholds")) or bool(verdict.expectations if isinstance(verdict, Verdict) else expectation_counts(df))),
            ("compare", "Targets compared", len(groups) >= 2), ("latency", "Latency", has),
            ("variants", "Callers", _has_variants(df)), ("failures", "Failures", has),
            ("slowest", "Slowest turns", has),

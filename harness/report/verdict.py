@@ -156,6 +156,8 @@ def _incomplete(df: pd.DataFrame, sessions: pd.DataFrame | None, meta: Mapping[s
         out.append(f"interrupted by {intr.get('signal', 'a signal')}" + (f" at {intr['at']}" if intr.get("at") else ""))
     elif status == "aborted":
         out.append(f"aborted: {meta.get('abort_reason') or 'see run.json notes'}")
+    elif status == "running":  # written when load starts, replaced when the run ends
+        out.append("the run did not finish (run.json has no end: the process was killed, or is still running)")
     if meta.get("write_error"):
         out.append(f"records lost: {meta['write_error']}")
     n = len(df)
