@@ -139,7 +139,7 @@ def run_accuracy(users: int, tmp: Path) -> tuple[list, list]:
                    stop_timeout=40)
     truth = tmp / "truth.jsonl"
     turns: list = []
-    with SimulatorProcess(profile="ideal", truth_log=str(truth)) as sim:
+    with SimulatorProcess(profile="ideal", truth_log=str(truth), log_file=str(tmp / "simulator.log")) as sim:
         runner = LoadRunner(sc, [embedded_endpoint("embedded", sim.url)], make_plan(sc.load, drain_s=0.0),
                             on_turn=turns.append, on_session=lambda s: None, progress=None)
         runner.run()
