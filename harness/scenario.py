@@ -211,6 +211,11 @@ def _tools(data: dict[str, Any], session: dict[str, Any], p: s.Problems) -> tupl
 
     if data.get("tools") and session.get("tools"):
         p.add("session.tools", "give tools at the top level (with executors), not in session")
+    elif isinstance(session.get("tools"), list):
+        for i, t in enumerate(session["tools"]):
+            if isinstance(t, dict) and t.get("type") == "function":
+                p.add(f"session.tools[{i}]", "a function tool needs an executor to be answered: declare it in the "
+                                             "top-level tools: list")
     functions, mcp = parse_tools(s.get_list(data, "tools", "", p), p)
     if not functions and not mcp:
         return functions, mcp, None  # no tools declared: an agent's own actions may have any name

@@ -72,6 +72,8 @@ def test_tools_and_expectations_parse():
         {"msg": "order 7 is {status}", "n": [1, "{missing}"]}
     with pytest.raises(ScenarioError, match="session.tools"):
         parse_scenario({**_doc([{"name": "a"}]), "session": {"tools": [{"type": "function", "name": "b"}]}}, "y.yaml")
+    with pytest.raises(ScenarioError, match=r"session.tools\[0\]: a function tool needs an executor"):
+        parse_scenario({**_doc([]), "session": {"tools": [{"type": "function", "name": "b"}]}}, "z.yaml")
 
 
 def test_lognormal_latency_has_the_requested_p50_and_p95():
