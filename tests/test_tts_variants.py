@@ -132,3 +132,18 @@ def test_each_session_streams_as_its_caller(tmp_path):
     assert out["clean"][0] == 0 and out["lossy"][0] >= 10  # ~64 chunks of 20 ms, 30 % lost
     assert out["clean"][1].variant == "drop=0%" and out["lossy"][1].variant == "drop=30%"
     assert out["lossy"][1].variant_fields["drop_rate"] == 0.3
+
+
+@pytest.mark.skipif(not shutil.which("espeak-ng"), reason="espeak-ng is not installed")
+def test_say_lines_inside_branches_are_prepared_too(tmp_path):
+    sc = scenario({"speech": {"voice": "espeak:en-us"},
+                   "conversation": [{"id": "ask", "say": "Where is my parcel?",
+                                     "branches": [{"when": {"response_matches": "order number"},
+                                                   "turns": [{"say": "It is four four one seven."}]},
+                                                  {"turns": [{"say": "Thank you, goodbye."}]}]}],
+                   "variants": {"channel": ["wideband", "g711"]}}, tmp_path)
+    done = prepare_speech(sc)
+    assert len(sc.conversation) == 3 and done.synthesised == 3 and done.made == 6
+    assert all(len(t.variant_fixtures) == 2 and t.fixture.startswith("say_") for t in sc.conversation)
+    assert {fixture_for(sc, t, sc.variants[1]).text for t in sc.conversation} == {
+        "Where is my parcel?", "It is four four one seven.", "Thank you, goodbye."}

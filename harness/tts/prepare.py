@@ -73,7 +73,7 @@ def prepare_speech(scenario: Any, *, engines: Engines | None = None, progress: I
     done.cache_dir = str(cache.dir)
     rows = lines_of(scenario)
     _check_engines(scenario, cache, rows)
-    if speech.note and progress is not None and any(t.say is not None for t in scenario.conversation):
+    if speech.note and progress is not None and _uses_default_engine(scenario):
         print(f"voiceload: speech: {speech.note}", file=progress)
     t0 = time.perf_counter()
     try:
@@ -88,6 +88,13 @@ def prepare_speech(scenario: Any, *, engines: Engines | None = None, progress: I
               f"{done.synthesised} synthesised ({done.speech_s:.1f} s of speech) in {time.perf_counter() - t0:.2f} s "
               f"→ {cache.dir}", file=progress)
     return done
+
+
+def _uses_default_engine(scenario: Any) -> bool:
+    """Whether some say: line names no engine (so the run should say which one it got)."""
+    speech: SpeechSpec = scenario.speech or SpeechSpec()
+    return any(":" not in (t.say.voice or v.voice or speech.voice or "")
+               for t in scenario.conversation if t.say is not None for v in scenario.variants or [Variant()])
 
 
 def _prepare_rows(scenario: Any, cache: SpeechCache, rows: list[list[Line | None]], done: Prepared) -> None:
