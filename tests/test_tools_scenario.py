@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from harness.records import RecordWriter, TurnRecord
-from harness.report.aggregate import group_stats, load_turns
+from harness.report.aggregate import group_stats, load_turns, write_tables
 from harness.report.compare import compare
 from harness.report.html import write_report
 from harness.report.tools import per_tool
@@ -122,6 +124,13 @@ def test_precision_recall_check_gate_and_report_section(tmp_path):
     bad = check("first_tool_call_ms.p95 <= 1000", "tool_precision >= 0.9")
     assert bad.returncode == 1 and bad.stdout.count("\nFAIL ") == 2, bad.stdout + bad.stderr
     assert "first_tool_call_ms.p95" in bad.stdout.splitlines()[-1] and "tool_precision" in bad.stdout.splitlines()[-1]
+    write_tables(tmp_path, df)
+    turns_csv = pd.read_csv(tmp_path / "turns.csv")
+    assert json.loads(turns_csv.loc[0, "tool_calls"])[0]["name"] == "get_order_status"
+    assert turns_csv.loc[0, "first_tool_call_ms"] == 700.0 and turns_csv.loc[3, "reason"] == "tool_timeout"
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert summary.loc[0, "tool_precision"] == pytest.approx(0.25) and summary.loc[0, "tool_call_count"] == 5
+    assert summary.loc[0, "first_tool_call_ms_p50"] == 900.0
     html = write_report(tmp_path).read_text()
     assert "id='tools'" in html and "Accuracy per tool" in html and "never answered" in html
     assert "<code>first_tool_call_ms</code>" in html and "<code>filler_audio_ms</code>" not in html
