@@ -115,6 +115,11 @@ def link(conversation: list["TurnSpec"], data: dict[str, Any], p: s.Problems) ->
     for last, parent in tails:  # in creation order: an outer branch's tail before the branches inside it
         if conversation[last].goto is None:
             conversation[last].next = conversation[parent].next
+    for i, t in enumerate(conversation):  # a choice is made on the whole response: nothing left to interrupt
+        for b in t.branches:
+            if b.target is not None and conversation[b.target].barge_in_after_ms is not None:
+                p.add(s.join(paths[b.target], "barge_in_after_ms"),
+                      f"follows the branching turn {t.id!r}, which waits for the whole response before choosing")
     loop = _cycle(conversation)
     if loop and max_turns is None:
         names = " → ".join(conversation[i].id for i in loop)

@@ -100,6 +100,9 @@ BAD = [
     ("when without a test", SCRIPT.replace('when: {response_matches: "order +number"}', "when: {}"),
      "FILE: conversation[0].branches[0].when: needs response_matches"),
     ("max_turns zero", SCRIPT.replace("max_turns: 4", "max_turns: 0"), "FILE: max_turns: must be ≥ 1"),
+    ("barge-in after a choice", SCRIPT.replace("  - id: give_number\n    fixture: car_eta\n",
+                                               "  - id: give_number\n    fixture: car_eta\n    barge_in_after_ms: 300\n"),
+     "FILE: conversation[2].barge_in_after_ms: follows the branching turn 'ask', which waits for the whole response"),
 ]
 
 
