@@ -38,7 +38,7 @@ def _cwd(monkeypatch):
 
 def _scenario(tools: list[dict[str, Any]], expect: dict[str, Any] | None = None, turn_timeout: str = "4s"):
     doc = {"name": "tools-standin", "target": "embedded", "tools": tools,
-           "conversation": [{"fixture": "cs_order_status", "pause_ms": 100, "expect": expect or {}}],
+           "conversation": [{"fixture": "car_call_mom", "pause_ms": 100, "expect": expect or {}}],  # short: the stand-in ignores words
            "audio": {"trailing_silence_ms": 0}, "load": {"turn_timeout": turn_timeout}}
     return parse_scenario(doc, "inline.yaml")
 
