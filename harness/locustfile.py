@@ -30,7 +30,7 @@ from harness import locust_coord as coord  # noqa: E402
 from harness.client.endpoints import open_endpoints  # noqa: E402
 from harness.client.gcmode import realtime_gc  # noqa: E402
 from harness.client.runner import MAX_USER_BACKOFF_S  # noqa: E402
-from harness.client.session import CallerSession, SessionOptions, prepare  # noqa: E402
+from harness.client.session import BUDGET_ABORT, CallerSession, SessionOptions, prepare  # noqa: E402
 from harness.records import SessionRecord, TurnRecord  # noqa: E402
 from harness.scenario import ScenarioError, load_scenario  # noqa: E402
 from harness.shapes import StepWindow, make_plan  # noqa: E402
@@ -265,10 +265,16 @@ class VoiceUser(User):
 
     def _session(self, rec: SessionRecord) -> None:
         sc = STATE.scenario
-        exc = None if rec.outcome == "ok" else SessionFailed(
-            f"{rec.outcome}" + (f" HTTP {rec.http_status}" if rec.http_status else ""))
-        self.environment.events.request.fire(request_type="CONNECT", name=f"{sc.name}:connect",
-                                             response_time=rec.connect_ms or 0.0, response_length=0, exception=exc)
+        fire = self.environment.events.request.fire
+        if rec.outcome == "rejected" and rec.http_status == 429 and rec.throttled:
+            # refused by the resource's quota or capacity: its own row, not a failure of the agent
+            fire(request_type="THROTTLED", name=f"{sc.name}:connect {rec.throttled}", response_time=rec.backoff_ms,
+                 response_length=0, exception=None)
+        elif not (rec.outcome == "aborted" and rec.error == BUDGET_ABORT):  # still waiting for budget at stop
+            exc = None if rec.outcome == "ok" else SessionFailed(
+                f"{rec.outcome}" + (f" HTTP {rec.http_status}" if rec.http_status else ""))
+            fire(request_type="CONNECT", name=f"{sc.name}:connect", response_time=rec.connect_ms or 0.0,
+                 response_length=0, exception=exc)
         _record("session", rec.to_dict())
 
 

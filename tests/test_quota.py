@@ -102,7 +102,7 @@ def test_run_within_connection_quota_is_never_refused(tmp_path):
     (shown as waiting), the server never answers 429, every session completes its turn. A control run
     without target.limits against the same kind of server is refused, so the server does enforce."""
     with qs.QuotaServer(connections=5, window_s=1.0) as srv:
-        sc = manual_scenario(tmp_path / "paced.yaml", srv.url, users=12, duration="4s",
+        sc = manual_scenario(tmp_path / "paced.yaml", srv.url, users=12, duration="3s",
                              limits="  limits: {connections_per_minute: 5, window_s: 1.0}")
         run = run_cli("run", str(sc), "--out", str(tmp_path / "paced"))
         assert run.returncode == 0, run.stderr[-3000:]
@@ -121,7 +121,7 @@ def test_run_within_connection_quota_is_never_refused(tmp_path):
     assert list(meta["quota"].values())[0]["granted"] == len(ok)
 
     with qs.QuotaServer(connections=5, window_s=1.0) as srv:
-        sc = manual_scenario(tmp_path / "blind.yaml", srv.url, users=8, duration="3s")
+        sc = manual_scenario(tmp_path / "blind.yaml", srv.url, users=8, duration="2s")
         run = run_cli("run", str(sc), "--out", str(tmp_path / "blind"))
         assert len(srv.refused) >= 3, (srv.refused, run.stderr[-2000:])
     blind = list(read_records(tmp_path / "blind" / "sessions.jsonl"))

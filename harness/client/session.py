@@ -38,6 +38,7 @@ MAX_RETRY_AFTER_S = 30.0
 MAX_SESSION_EVENTS = 1000
 MAX_TURN_EVENTS = 2000
 MAX_SESSION_ERRORS = 100
+BUDGET_ABORT = "stopped while waiting for connection budget"  # the run ended before this caller's turn came
 NOISE_VARIANTS = 8  # distinct noise realisations shared by all sessions (memory stays per-fixture, not per-session)
 
 
@@ -160,7 +161,7 @@ class CallerSession:
             slot = self.opt.connect_gate(self.ep) if self.opt.connect_gate is not None else None
             if self.opt.connect_gate is not None:
                 if slot is None:  # the run stopped while this caller waited for connection budget
-                    rec.outcome, rec.error = "aborted", "stopped while waiting for connection budget"
+                    rec.outcome, rec.error = "aborted", BUDGET_ABORT
                     return False
                 rec.budget_wait_ms = round(rec.budget_wait_ms + slot.waited_s * 1000, 3)
             try:
