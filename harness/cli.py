@@ -399,8 +399,19 @@ def cost_guard(scenario: Any, args: argparse.Namespace, duration: float | None, 
     return EXIT_OK, sp
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
+def _each_scenario(paths: list[str]) -> Any:
+    """(path, Scenario) per file, or (path, None) after printing every problem of a bad one."""
     from .scenario import ScenarioError, load_scenario
+
+    for path in paths:
+        try:
+            yield path, load_scenario(path)
+        except ScenarioError as exc:
+            print(f"✗ {exc}", file=sys.stderr)
+            yield path, None
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
     from .schema import parse_duration
 
     try:
@@ -409,11 +420,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(f"error: --duration: {exc}", file=sys.stderr)
         return EXIT_USAGE
     rc, total = EXIT_OK, 0.0
-    for path in args.scenarios:
-        try:
-            sc = load_scenario(path)
-        except ScenarioError as exc:
-            print(f"✗ {exc}", file=sys.stderr)
+    for path, sc in _each_scenario(args.scenarios):
+        if sc is None:
             rc = EXIT_USAGE
             continue
         code, sp = cost_guard(sc, args, duration, out=sys.stdout)
@@ -430,14 +438,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         from gevent import monkey
 
         monkey.patch_all()
-    from .scenario import ScenarioError, load_scenario
 
     rc = EXIT_OK
-    for path in args.scenarios:
-        try:
-            sc = load_scenario(path)
-        except ScenarioError as exc:
-            print(f"✗ {exc}", file=sys.stderr)
+    for path, sc in _each_scenario(args.scenarios):
+        if sc is None:
             rc = EXIT_USAGE
             continue
         targets = ", ".join(t.name for t in sc.targets)

@@ -7,18 +7,15 @@
 * push-to-talk turns only: ``input_audio_buffer.commit`` + ``response.create`` get a short voiced
   reply, which is all a caller needs to complete a turn.
 
-Real OS threads and blocking sockets, so it serves callers in a subprocess (``voiceload run``,
-Locust) while the test process just waits. Binds 127.0.0.1 on an ephemeral port; every loop is
-bounded in time; stops when the ``with`` block ends.
+Real OS threads and blocking sockets (faultserver.RawServer), so it serves callers in a subprocess
+(``voiceload run``, Locust) while the test process just waits. Binds 127.0.0.1 on an ephemeral port;
+every loop is bounded in time; stops when the ``with`` block ends.
 """
 
 from __future__ import annotations
 
-import base64
 import collections
-import math
 import socket
-import struct
 import threading
 import time
 from typing import Any
@@ -29,20 +26,26 @@ from websockets.http11 import Request, Response
 from websockets.datastructures import Headers
 from websockets.server import ServerProtocol
 
+import faultserver as fs
 from harness.protocol import events as ev
 
 READ = 65536
 PCM16_24K_BYTES_PER_S = 48000
 
 
-def _tone(ms: int) -> str:
-    n = 24 * ms
-    pcm = b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / 24000))) for i in range(n))
-    return base64.b64encode(pcm).decode()
+REPLY = fs.AUDIO_100MS  # a voiced 100 ms reply: all a caller needs to complete a turn
+REPLY_S = 0.1
 
 
-REPLY = _tone(200)
-REPLY_S = 0.2
+def max_in_window(times: list[float], window_s: float) -> int:
+    """The most instants any rolling window of ``window_s`` holds."""
+    t = sorted(times)
+    j, best = 0, 0
+    for i in range(len(t)):
+        while t[i] - t[j] >= window_s:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
 
 
 class QuotaServer:
@@ -57,27 +60,16 @@ class QuotaServer:
         self.tpm_errors = 0
         self.turns = 0
         self.errors: list[str] = []
-        self.stop = threading.Event()
-        self._l = socket.socket()
-        self._l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._l.bind(("127.0.0.1", 0))
-        self._l.listen(256)
-        self._l.settimeout(0.1)
-        self._threads: list[threading.Thread] = []
+        self._raw = fs.RawServer(lambda sock, _stop: self._serve(sock))  # threads, blocking sockets
+        self.stop = self._raw.stop
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self._l.getsockname()[1]}"
+        return f"ws://127.0.0.1:{self._raw.port}"
 
     def max_in_window(self) -> int:
         """The most accepted connections any rolling window held (the quota must bound it)."""
-        t = sorted(self.accepted)
-        j, best = 0, 0
-        for i in range(len(t)):
-            while t[i] - t[j] >= self.window_s:
-                j += 1
-            best = max(best, i - j + 1)
-        return best
+        return max_in_window(self.accepted, self.window_s)
 
     # -- quota bookkeeping ----------------------------------------------------------------------------
     def _admit(self) -> bool:
@@ -102,19 +94,6 @@ class QuotaServer:
             return sum(n for _, n in self.token_log) <= self.tokens
 
     # -- serving ------------------------------------------------------------------------------------------
-    def _accept_loop(self) -> None:
-        deadline = time.monotonic() + 180
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            try:
-                conn, _ = self._l.accept()
-            except (TimeoutError, socket.timeout):
-                continue
-            except OSError:
-                return
-            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            t.start()
-            self._threads.append(t)
-
     def _serve(self, sock: socket.socket) -> None:
         sock.settimeout(30)
         proto = ServerProtocol()
@@ -209,13 +188,8 @@ class QuotaServer:
                         self.turns += 1
 
     def __enter__(self) -> "QuotaServer":
-        t = threading.Thread(target=self._accept_loop, daemon=True)
-        t.start()
-        self._threads.append(t)
+        self._raw.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self._l.close()
-        for t in self._threads:
-            t.join(2)
+        self._raw.__exit__(*exc)

@@ -171,19 +171,27 @@ def test_plan_predicts_the_ramp_the_connection_quota_imposes(tmp_path):
     assert t.sessions == 200 and t.limits.connections_per_minute == 30
 
 
+def run_distributed(sc: Path, out: Path, extra: list[str] | None = None) -> str:
+    """A headless Locust master with two workers (tests/test_locust.py) to its end; the master's output."""
+    import test_locust as tl
+
+    master, workers = tl.start_distributed(sc, out, "4s", extra)
+    try:
+        text, _ = master.communicate(timeout=150)
+        for w in workers:
+            w.communicate(timeout=30)
+    finally:
+        for p in [master, *workers]:
+            if p.poll() is None:
+                p.kill()
+    assert master.returncode == 0, text[-3000:]
+    return text
+
+
 def _connected_at(sessions: list[dict]) -> list[float]:
     """Wall-clock instant each session's connection opened (start + budget wait + backoff + handshake)."""
     return sorted(s["t_start"] + (s["budget_wait_ms"] + s["backoff_ms"] + (s["connect_ms"] or 0)) / 1000
                   for s in sessions if s["outcome"] == "ok")
-
-
-def _max_in_window(times: list[float], window_s: float) -> int:
-    j, best = 0, 0
-    for i in range(len(times)):
-        while times[i] - times[j] >= window_s:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
 
 
 def test_locust_master_and_two_workers_share_one_connection_budget(tmp_path):
@@ -195,16 +203,7 @@ def test_locust_master_and_two_workers_share_one_connection_budget(tmp_path):
     with qs.QuotaServer(connections=10, window_s=1.0) as srv:
         sc = arrivals_scenario(tmp_path / "dist.yaml", srv.url, callers=40, per_window=10, window_s=1.0)
         out = tmp_path / "out"
-        master, workers = tl.start_distributed(sc, out, "4s", ["--csv", str(tmp_path / "dist")])
-        try:
-            m_out, _ = master.communicate(timeout=120)
-            for w in workers:
-                w.communicate(timeout=30)
-        finally:
-            for p in [master, *workers]:
-                if p.poll() is None:
-                    p.kill()
-        assert master.returncode == 0, m_out[-3000:]
+        m_out = run_distributed(sc, out, ["--csv", str(tmp_path / "dist")])
         assert srv.refused == [] and len(srv.accepted) == 40 and srv.max_in_window() == 10, srv.refused
     sessions = list(read_records(out / "sessions.jsonl"))
     assert len(sessions) == 40 and {s["outcome"] for s in sessions} == {"ok"}
@@ -256,8 +255,6 @@ def test_token_quota_throttles_turns_without_failing_the_agent(tmp_path):
 def _sim_run(tmp_path: Path, distributed: bool) -> tuple[list[dict], dict, str]:
     """200 callers arriving within ~2 s against the simulator limited to 30 new connections per 1.5 s
     window (S0's 30 per minute, on a short clock): returns sessions, the simulator's final stats, output."""
-    import test_locust as tl
-
     from harness.simulator import SimulatorProcess
 
     out = tmp_path / "out"
@@ -265,16 +262,7 @@ def _sim_run(tmp_path: Path, distributed: bool) -> tuple[list[dict], dict, str]:
                           truth_log=str(tmp_path / "truth.jsonl")) as sim:
         sc = arrivals_scenario(tmp_path / "sim200.yaml", sim.url, callers=200, per_window=30, window_s=1.5)
         if distributed:
-            master, workers = tl.start_distributed(sc, out, "4s")
-            try:
-                text, _ = master.communicate(timeout=150)
-                for w in workers:
-                    w.communicate(timeout=30)
-            finally:
-                for p in [master, *workers]:
-                    if p.poll() is None:
-                        p.kill()
-            assert master.returncode == 0, text[-3000:]
+            text = run_distributed(sc, out)
         else:
             run = run_cli("run", str(sc), "--out", str(out), timeout=150)
             assert run.returncode == 0, run.stderr[-3000:]
@@ -301,7 +289,7 @@ def test_200_arrivals_against_the_simulator_quota_take_the_planned_ramp(tmp_path
     assert 9.0 * 0.95 <= ramp <= 9.0 * (1.25 if mode == "local" else 1.6), ramp
     if mode == "distributed":
         assert len({s["worker"] for s in sessions}) == 2
-    print(f"{mode}: ramp {ramp:.2f} s (plan 9.0 s), max {_max_in_window(opened, 1.5)} per 1.5 s window")
+    print(f"{mode}: ramp {ramp:.2f} s (plan 9.0 s), max {qs.max_in_window(opened, 1.5)} per 1.5 s window")
 
 
 def test_sessions_at_the_maximum_length_reconnect_and_finish_the_conversation(tmp_path):

@@ -378,9 +378,10 @@ class CallerSession:
         if self.variant is not None:
             rec.variant, rec.variant_fields = self.variant.label, self.variant.fields()
         if not rec.complete:  # a throttled turn is the quota's doing, not the agent's (harness/quota.py)
+            closed = turn.closed_ns is not None or self.timeline.closed_ns is not None
             rec.throttle = classify_throttle(None, None, "", rec.error) or (
-                "session_expired" if is_session_expiry(rec.error) else "") or (
-                self._cut if turn.closed_ns or self.timeline.closed_ns else "")
+                "session_expired" if is_session_expiry(rec.error) or (closed and self._expired()) else "") or (
+                self._cut if closed else "")
             if rec.throttle and rec.throttle != "session_expired":
                 self.record.throttled = rec.throttle
                 self._cut = self._cut or rec.throttle  # the close that follows a throttle cuts later turns too
