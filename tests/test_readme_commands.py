@@ -108,7 +108,8 @@ class Workspace:
             trim(path)
         self.env = {k: v for k, v in os.environ.items() if not k.endswith("_ENDPOINT")}
         self.env["PYTHONPATH"] = str(ROOT)
-        self.runs: list[Path] = []  # `voiceload run` outputs of the group that fills the placeholders
+        self.runs: list[Path] = []  # outputs of the `voiceload run`s listed before the placeholders
+        self.last_placeholder = -1  # index of the last README command with a <run-...> placeholder
 
 
     def substitute(self, argv: list[str]) -> list[str]:
@@ -227,11 +228,12 @@ def run_locust(ws: Workspace, argv: list[str], pending: dict) -> str:
 
 def plan_groups(ws: Workspace) -> tuple[dict[str, list[tuple[str, list[str]]]], list[str]]:
     """README commands in independent groups (run side by side, each in README order): the runs whose
-    outputs fill the placeholders, the other voiceload commands, the Locust UI/headless pair, the
-    distributed pair, and the Azure section."""
+    outputs fill the placeholders and what reads them, each later run with what reads its ``--out``,
+    the other voiceload commands, the Locust UI/headless pair and the distributed pair."""
     cmds = readme_commands()
-    last_placeholder = max((i for i, c in enumerate(cmds) if "<run-" in c), default=-1)
+    ws.last_placeholder = max((i for i, c in enumerate(cmds) if "<run-" in c), default=-1)
     groups: dict[str, list[tuple[str, list[str]]]] = {}
+    outs: dict[str, str] = {}  # --out directory -> the group of the run that writes it
     skipped = []
     for i, cmd in enumerate(cmds):
         if cmd.split("#")[0].strip() in SKIPPED:
@@ -243,15 +245,19 @@ def plan_groups(ws: Workspace) -> tuple[dict[str, list[tuple[str, list[str]]]], 
         tool = Path(argv[0]).name
         if tool == "locust":
             group = "distributed" if {"--master", "--worker"} & set(argv) else "locust"
-        elif tool == "voiceload" and ("--connect" in argv or (argv[1] == "run" and i > last_placeholder)):
-            group = "azure"
-        elif tool == "voiceload" and argv[1] in ("run", "report", "compare", "check"):
-            group = "runs"
+        elif tool == "voiceload" and argv[1] == "run":
+            group = f"run{i}"  # a run of its own; those before the placeholders fill them
+        elif tool == "voiceload" and any(a.rstrip("/") in outs for a in argv[2:]):
+            group = next(outs[a.rstrip("/")] for a in argv[2:] if a.rstrip("/") in outs)
+        elif tool == "voiceload" and "<run-" in cmd:
+            group = "placeholders"  # after every other group: reads the runs made before it
         elif tool == "voiceload":
-            group = "other"
+            group = "connect" if "--connect" in argv else "other"
         else:
             pytest.fail(f"README command {cmd!r} has no rule in {Path(__file__).name}: add one (or a reason to "
                         f"skip it to SKIPPED)")
+        if "--out" in argv:
+            outs[argv[argv.index("--out") + 1].rstrip("/")] = group
         groups.setdefault(group, []).append((cmd, argv))
     return groups, skipped
 
@@ -264,9 +270,9 @@ def run_group(ws: Workspace, name: str, items: list[tuple[str, list[str]]]) -> l
         if Path(argv[0]).name == "locust":
             run_locust(ws, argv, pending)
         else:
-            if argv[1] == "validate" and any("*" in a for a in argv):  # the shell's glob, on the real files
-                argv = argv[:2] + sorted(str(p) for p in ROOT.glob("scenarios/*.yaml"))
-            run_voiceload(ws, argv, placeholders=name == "runs")
+            if any("*" in a for a in argv):  # the shell's glob, on the real (read-only) files
+                argv = [x for a in argv for x in (sorted(str(p) for p in ROOT.glob(a)) if "*" in a else [a])]
+            run_voiceload(ws, argv, placeholders=name.startswith("run") and int(name[3:]) < ws.last_placeholder)
         ran.append(f"{time.monotonic() - t0:5.1f}s [{name}] {cmd}")
     assert not pending, f"a Locust master was started but no worker command followed: {pending}"
     return ran
@@ -275,9 +281,11 @@ def run_group(ws: Workspace, name: str, items: list[tuple[str, list[str]]]) -> l
 def test_every_readme_command_runs(tmp_path):
     ws = Workspace(tmp_path)
     groups, skipped = plan_groups(ws)
-    with ThreadPoolExecutor(max_workers=len(groups)) as pool:
+    last = groups.pop("placeholders", [])
+    with ThreadPoolExecutor(max_workers=min(5, len(groups))) as pool:
         futures = {name: pool.submit(run_group, ws, name, items) for name, items in groups.items()}
         ran = [line for f in futures.values() for line in f.result()]
+    ran += run_group(ws, "placeholders", last)  # report / compare / check reports/<run-...>
     print("\n".join(ran + [f"skipped: {c} ({SKIPPED[c.split('#')[0].strip()]})" for c in skipped]))
     assert len(ran) + len(skipped) == len(readme_commands())
     assert len(ws.runs) >= 2  # the placeholders were real runs
