@@ -1,7 +1,8 @@
 """Reports from turn records: tables, a self-contained report.html, comparisons and CI gates.
 
 ``aggregate`` (DataFrames, the one set of statistics) → ``plots`` (inline SVG) → ``html`` (report.html,
-``write_all``); ``compare`` (bootstrap CIs, verdicts); ``check`` (thresholds, JUnit, exit code).
+``write_all``); ``compare`` (bootstrap CIs, verdicts); ``check`` (thresholds, JUnit); ``verdict``
+(PASS/FAIL/INCOMPLETE and the exit code).
 Submodules are imported lazily so ``import harness.report`` does not pull in matplotlib.
 """
 
@@ -16,6 +17,7 @@ _EXPORTS = {
     "write_report": "html", "write_all": "html",
     "compare": "compare", "compare_runs": "compare", "compare_targets": "compare",
     "parse_threshold": "check", "evaluate": "check", "run_check": "check",
+    "judge": "verdict", "Verdict": "verdict",
 }
 __all__ = sorted(_EXPORTS)
 
