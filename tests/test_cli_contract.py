@@ -175,6 +175,7 @@ def test_interrupted_turns_that_were_expected_are_not_failures(tmp_path):
     assert row["completeness"] == 1 and row["failures"] == 0 and row["interrupted_as_expected"] == 3
     html = (tmp_path / "report.html").read_text()
     assert "<dt>failures</dt><dd>0</dd>" in html and "<dt>completeness</dt><dd>100.00%</dd>" in html
+    assert "<dt>interrupted as expected</dt><dd>3</dd>" in html
 
 
 # -- compare (item 11) ---------------------------------------------------------------------------------

@@ -58,6 +58,8 @@ def _cards(summary: pd.DataFrame) -> str:
                 ("first audio p95", fmt_num(r["first_audio_ms_p95"])),
                 ("first audio p99", fmt_num(r["first_audio_ms_p99"])), ("VAD p50", fmt_num(r["vad_ms_p50"])),
                 ("failures", f"{int(r['failures']):,}"), ("invalid (excluded)", f"{int(r['invalid']):,}")]
+        if r.get("interrupted_as_expected", 0):  # barge-in: the interrupted turn is the expected outcome
+            rows.insert(2, ("interrupted as expected", f"{int(r['interrupted_as_expected']):,}"))
         if int(r.get("throttled", 0)):  # the quota's doing, not the agent's (harness/quota.py)
             rows.append(("throttled (excluded)", f"{int(r['throttled']):,}"))
         dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in rows)
