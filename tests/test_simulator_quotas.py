@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import pytest
 
@@ -59,27 +58,27 @@ def test_connection_quota_answers_429_with_retry_after_and_recovers(tmp_path):
     truth = tmp_path / "truth.jsonl"
 
     async def main(url):
-        t0 = time.monotonic()
         clients = [await SimClient.open(url) for _ in range(3)]
         refused = [await handshake_status(sim_url(url)) for _ in range(2)]  # refusals use no quota
         await asyncio.sleep(int(refused[-1][1]["retry-after-ms"]) / 1000 + 0.05)
         later = await handshake_status(sim_url(url))
         for c in clients:
             await c.close()
-        return time.monotonic() - t0, refused, later
+        return refused, later
 
     with start_simulator("ideal", truth_log=str(truth),
                          overrides={"quotas": {"connections_per_minute": 3, "window_s": 2}}) as sim:
-        took, refused, later = run(main(sim.url))
+        refused, later = run(main(sim.url))
         stats = sim.stats()
     for status, headers, body in refused:
         assert status == 429 and headers["x-ms-throttle-kind"] == "throttled_connections"
-        assert headers["retry-after"] == "2" and 0 < int(headers["retry-after-ms"]) <= 2000
+        wait_ms = int(headers["retry-after-ms"])  # until the first of the three leaves the 2 s window
+        assert 0 < wait_ms <= 2000 and headers["retry-after"] == str(max(1, -(-wait_ms // 1000)))
         assert headers["x-ratelimit-remaining-requests"] == "0" and headers["x-ratelimit-limit-requests"] == "3"
         err = json.loads(body)["error"]
         assert err["code"] == "429" and "new-connection rate limit" in err["message"]
         assert "3 new connections per 2 seconds" in err["message"]
-    assert later[0] == 101 and took < 3.5
+    assert later[0] == 101  # once the oldest connection left the window
     assert stats["quotas"]["throttled"] == {"throttled_connections": 2} and stats["rejected"] == {429: 2}
     lines = read_truth(truth, kind="throttle")
     assert [r["throttle"] for r in lines] == ["throttled_connections"] * 2
