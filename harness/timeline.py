@@ -248,6 +248,8 @@ class SessionTimeline:
             resp = event.get("response") if isinstance(event.get("response"), dict) else {}
             turn.response_done_ns = t
             turn.status = _str(resp.get("status")) or "unknown"
+            if turn.tools is not None and turn.status != "completed" and turn.response_id in turn.tools.calling:
+                turn.tools.cut.append(turn.response_id)  # a cut calling response: its calls are not answered
             details = resp.get("status_details")
             if isinstance(details, dict):
                 turn.status_reason = _str(details.get("reason")) or _error_text(details.get("error"))

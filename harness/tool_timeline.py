@@ -52,6 +52,7 @@ class ToolState:
     answer_requested_ns: int | None = None  # last response.create sent after function outputs
     answer_response_id: str | None = None  # the first response created after the tool result was in
     answer_first_audio_ns: int | None = None  # its first audio delta
+    cut: list[str] = field(default_factory=list)  # calling responses that ended cancelled/failed: not answered
 
     def call_for(self, event: dict[str, Any]) -> ToolCall | None:
         item, cid = event.get("item_id"), event.get("call_id")
@@ -75,25 +76,28 @@ class ToolState:
             marks.append(self.answer_requested_ns)
         return max(marks) if marks else None
 
+    def unanswered(self) -> bool:
+        return any(c.kind == "function" and c.result_ns is None and c.response_id not in self.cut for c in self.calls)
+
     def pending(self, response_id: str | None, response_done: bool) -> bool:
         """True while a round trip is open: a function call unanswered, the current response is one
-        that called tools, the requested answer has not started, or the answer is still streaming."""
+        that called tools, the requested answer has not started, or the answer is still streaming.
+        A calling response that was cancelled or failed closes its round (the turn ends with that status)."""
         if not self.calls:
             return False
         if len(self.calling) >= MAX_TOOL_ROUNDS and response_done:
             return False
-        if any(c.kind == "function" and c.result_ns is None for c in self.calls):
+        if self.unanswered():
             return True
         if response_id in self.calling:
-            return True
+            return response_id not in self.cut
         if self.answer_requested_ns is not None and self.answer_response_id is None:
             return True
         return not response_done
 
     def on_response_created(self, response_id: str | None, t: int) -> None:
         result = self.result_ns
-        if result is not None and self.answer_response_id is None and t >= result and not any(
-                c.kind == "function" and c.result_ns is None for c in self.calls):
+        if result is not None and self.answer_response_id is None and t >= result and not self.unanswered():
             self.answer_response_id, self.answer_first_audio_ns = response_id, None
 
     def on_audio(self, response_id: Any, t: int) -> None:

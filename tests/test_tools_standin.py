@@ -56,8 +56,9 @@ WEATHER_TOOL = {"name": "get_weather", "parameters": {"type": "object", "propert
 class StandIn:
     """Script: one turn whose first response calls ``calls`` (name, arguments) in parallel."""
 
-    def __init__(self, calls: list[tuple[str, dict[str, Any]]], answer_wait_s: float = 3.0):
+    def __init__(self, calls: list[tuple[str, dict[str, Any]]], answer_wait_s: float = 3.0, status: str = "completed"):
         self.calls = calls
+        self.status = status
         self.answer_wait_s = answer_wait_s
         self.log: list[tuple[float, dict[str, Any]]] = []  # (monotonic s, event) of what the caller sent
         self.call_done_at: float | None = None
@@ -67,6 +68,8 @@ class StandIn:
     def __call__(self, c: fs.Conn) -> None:
         c.open_session()
         c.wait_speech()
+        if self.status != "completed":
+            gevent.sleep(1.2)  # after the caller's speech: a response cut before it is a VAD split to the caller
         c.speech_detected()
         c.send(ev.server_event(ev.SPEECH_STOPPED, item_id="item_u1", audio_end_ms=900))
         c.send(ev.server_event(ev.COMMITTED, item_id="item_u1", previous_item_id=None))
@@ -90,7 +93,7 @@ class StandIn:
             items.append(done)
         gevent.sleep(0.1)  # the executors (30 ms) finish before the response does: outputs must still wait
         self.response_done_at = time.monotonic()
-        c.send(ev.server_event(ev.RESPONSE_DONE, response=ev.response_object(r1, status="completed", output=items)))
+        c.send(ev.server_event(ev.RESPONSE_DONE, response=ev.response_object(r1, status=self.status, output=items)))
         start = len(c.received)
         deadline = time.monotonic() + self.answer_wait_s
         while time.monotonic() < deadline and not any(e.get("type") == ev.RESPONSE_CREATE for e in c.received[start:]):
@@ -251,3 +254,13 @@ def test_http_executor_posts_the_arguments_with_secret_headers(backend, monkeypa
     everything = orjson.dumps(rec.to_dict()).decode() + json.dumps(received)
     assert "s3cret" not in everything
     assert os.environ["ORDERS_TOKEN"] == "s3cret-token-value"
+
+
+def test_a_cancelled_calling_response_is_not_answered_and_ends_the_turn():
+    sc = _scenario([ORDER_TOOL], turn_timeout="6s")
+    script = StandIn([("get_order_status", {"order_id": "1"})], answer_wait_s=1.0, status="cancelled")
+    t0 = time.monotonic()
+    [rec], _, _ = _run(sc, script)
+    assert script.log == [] and not script.answered  # no output for a call the service withdrew
+    assert rec.reason == "cancelled" and rec.tool_calls[0]["name"] == "get_order_status"
+    assert time.monotonic() - t0 < 5.5  # the turn ended with the response, not at the 6 s turn timeout

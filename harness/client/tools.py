@@ -145,7 +145,8 @@ class ToolRunner:
     def _flush(self, turn: TurnTimeline, response_id: str) -> None:
         """Once the calling response is done and every call in it has a result: outputs, then response.create."""
         st = turn.tools
-        if st is None or response_id in self._answered or response_id not in self._done_responses:
+        if st is None or response_id in self._answered or response_id not in self._done_responses \
+                or response_id in st.cut:  # cancelled or failed: its calls are not answered
             return
         calls = [c for c in st.calls if c.response_id == response_id and c.kind == "function"]
         if not calls or any(c.exec_ms is None for c in calls):
