@@ -214,7 +214,7 @@ def run_scenario(scenario: Any, args: argparse.Namespace) -> int:
     progress = None if args.quiet else sys.stderr
     try:
         with open_endpoints(scenario, run_dir=out.dir, override_url=args.target, profile=args.profile,
-                            seed=args.seed, sim_tls=args.simulator_tls) as endpoints:
+                            seed=args.seed, sim_tls=getattr(args, "simulator_tls", False)) as endpoints:
             out.meta["targets"] = [{"name": e.name, "url": auth.redact(e.display)} for e in endpoints]
             print(f"voiceload: run {out.run_id} → {out.dir}", file=sys.stderr)
             runner = LoadRunner(scenario, endpoints, plan, on_turn=out.add_turn, on_session=out.add_session,
