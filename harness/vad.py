@@ -78,7 +78,7 @@ class _Spectral:
         # Band power -> mean square of the band-limited signal, in dB re int16 full scale.
         self.db_offset = 10.0 * np.log10(2.0 / (2 * self.n * float(np.sum(window**2)))) - 90.309
 
-    def features(self, frames: np.ndarray) -> list[list[float]]:
+    def features(self, frames: np.ndarray) -> list[tuple[float, float, float, float]]:
         """Per 10 ms frame: [band power, summed log power, tilted band power, strongest 5-bin power].
 
         ``frames`` is a contiguous float32 buffer: the previous frame, then the new ones. Row-wise
@@ -92,8 +92,12 @@ class _Spectral:
         p *= p
         p += 1e-3
         c = np.cumsum(p, axis=1)
-        peak = np.maximum(c[:, 4], (c[:, 5:] - c[:, :-5]).max(axis=1))
-        return np.stack((c[:, -1], np.log(p).sum(axis=1), (p * self.tilt).sum(axis=1), peak), axis=1).tolist()
+        peak = (c[:, 5:] - c[:, :-5]).max(axis=1)
+        np.maximum(peak, c[:, 4], out=peak)
+        sum_log = np.log(p).sum(axis=1)
+        p *= self.tilt  # the same products as ``p * tilt``, without another array (p is not needed after)
+        # Four short lists zipped: the same float values as stacking them into one array, fewer calls.
+        return list(zip(c[:, -1].tolist(), sum_log.tolist(), p.sum(axis=1).tolist(), peak.tolist()))
 
 
 _SPECTRAL: dict[int, _Spectral] = {}
@@ -136,20 +140,26 @@ class StreamingVad:
     def feed(self, samples: np.ndarray) -> list[VadEvent]:
         """Classify whole 10 ms frames of ``samples`` (int16, or float in [-1, 1]) and return events."""
         x = np.asarray(samples)
-        x = x.astype(np.float32) if x.dtype.kind in "iu" else (x * 32768.0).astype(np.float32)
+        if x.dtype.kind not in "iu":
+            x = (x * 32768.0).astype(np.float32)
         n = self._sp.n
         count = (len(self._pending) + len(x)) // n
         if count == 0:
-            self._pending = np.concatenate((self._pending, x))
+            self._pending = np.concatenate((self._pending, x.astype(np.float32)))
             return []
-        # One contiguous buffer: last classified frame, leftovers, new samples.
-        buf = np.concatenate((self._prev, self._pending, x))
+        # One contiguous float32 buffer: last classified frame, leftovers, new samples (int16 samples
+        # are converted while copied in: exact, one array fewer than astype + concatenate).
+        k, m = len(self._prev), len(self._pending)
+        buf = np.empty(k + m + len(x), np.float32)
+        buf[:k] = self._prev
+        buf[k : k + m] = self._pending
+        buf[k + m :] = x
         used = (count + 1) * n
         self._prev = buf[used - n : used]
         self._pending = buf[used:]
         return self._decide(self._sp.features(buf[:used]))
 
-    def _decide(self, feats: list[list[float]]) -> list[VadEvent]:
+    def _decide(self, feats: list[tuple[float, float, float, float]]) -> list[VadEvent]:
         """Per-frame scalar loop: noise floor, speech probability, then the start/stop state machine."""
         p = self.params
         n, sr, threshold = self._sp.n, self.sample_rate, p.threshold
