@@ -320,3 +320,162 @@ def test_sessions_at_the_maximum_length_reconnect_and_finish_the_conversation(tm
     meta = json.loads((tmp_path / "out" / "run.json").read_text())
     assert meta["reconnects"]["count"] == sum(s["reconnects"] for s in sessions)
     assert meta["reconnects"]["gap_ms_max"] == pytest.approx(max(g for s in sessions for g in s["reconnect_gap_ms"]), abs=0.1)
+
+
+def test_429_shapes_are_classified_from_status_body_and_headers():
+    """The simulator's three 429 shapes (docs/simulator.md, "Quotas") and Azure-style wording."""
+    import orjson
+
+    from harness.limits import AZURE_S0
+    from harness.quota import classify_throttle, is_session_expiry, retry_after_from_text
+    from harness.simulator import quotas as sq
+
+    body, headers = sq.connections_429(AZURE_S0, 12.0)
+    plain = {k: v for k, v in headers if k != sq.KIND_HEADER}  # real services send no kind hint
+    assert classify_throttle(429, plain, orjson.dumps(body)) == "throttled_connections"
+    body, headers = sq.capacity_429(2.0)
+    assert classify_throttle(429, {k: v for k, v in headers if k != sq.KIND_HEADER}, orjson.dumps(body)) == "capacity"
+    err = sq.tokens_error(AZURE_S0, 130_000, 7.0)["error"]
+    text = f"{err['code']}: {err['message']}"
+    assert classify_throttle(None, None, "", text) == "throttled_tokens" and retry_after_from_text(text) == 7.0
+    assert classify_throttle(429, {"x-ratelimit-remaining-tokens": "0"}, b"") == "throttled_tokens"
+    assert classify_throttle(429, {}, b"") == "throttled_connections"  # a bare handshake 429
+    assert classify_throttle(None, None, "", "server_error: the model failed") == ""  # not a throttle
+    assert classify_throttle(401, {}, b'{"error": {"message": "invalid key"}}') == ""
+    expired = sq.expired_error(3600.0)["error"]
+    assert is_session_expiry(f"{expired['code']}: {expired['message']}")
+
+
+def test_limits_defaults_and_bad_values(tmp_path):
+    from harness.client.endpoints import target_limits
+    from harness.limits import AZURE_S0, UNLIMITED
+    from harness.scenario import ScenarioError, parse_scenario
+
+    def targets(raw):
+        return parse_scenario({"target": raw, "conversation": ["car_call_mom"]}, "t.yaml").targets[0]
+
+    azure = targets({"endpoint": "https://x.services.ai.azure.com", "model": "gpt-realtime"})
+    assert target_limits(azure) == AZURE_S0
+    raised = targets({"endpoint": "https://x.cognitiveservices.azure.com", "model": "gpt-realtime",
+                      "limits": {"connections_per_minute": 90, "tokens_per_minute": None}})
+    assert target_limits(raised) == AZURE_S0.__class__(90, None, 60)  # over the S0 defaults; null = no limit
+    other = targets({"endpoint": "https://gateway.example.com", "model": "gpt-realtime"})
+    assert target_limits(other) == UNLIMITED
+    assert target_limits(targets({"embedded": True, "profile": "realistic"})).connections_per_minute == 30
+    assert target_limits(targets({"embedded": True, "profile": "ideal"})) == UNLIMITED
+    with pytest.raises(ScenarioError) as e:
+        targets({"endpoint": "https://x.services.ai.azure.com", "model": "m",
+                 "limits": {"connections_per_minute": 0, "tokens_per_min": 5}})
+    msg = str(e.value)
+    assert "t.yaml: target.limits.connections_per_minute: must be ≥ 1" in msg
+    assert "t.yaml: target.limits.tokens_per_min: unknown field (did you mean 'tokens_per_minute'?)" in msg
+
+
+def test_arrivals_are_a_seeded_poisson_schedule():
+    from harness.arrivals import ArrivalSpec, parse_rate
+
+    assert parse_rate("20/min") == pytest.approx(1 / 3) and parse_rate("2/s") == 2 and parse_rate(60) == 1.0
+    with pytest.raises(ValueError):
+        parse_rate("fast")
+    a = ArrivalSpec(rate_per_s=2.0, duration_s=600, max_concurrent=50, seed=1).times()
+    assert a == ArrivalSpec(rate_per_s=2.0, duration_s=600, max_concurrent=50, seed=1).times()  # reproducible
+    assert a != ArrivalSpec(rate_per_s=2.0, duration_s=600, max_concurrent=50, seed=2).times()
+    gaps = [b - c for b, c in zip(a[1:], a)]
+    mean = sum(gaps) / len(gaps)
+    assert 1100 < len(a) < 1300 and 0.45 < mean < 0.55  # rate 2/s for 600 s
+    assert 0.85 < (sum((g - mean) ** 2 for g in gaps) / len(gaps)) ** 0.5 / mean < 1.15  # exponential: sd = mean
+    assert len(ArrivalSpec(rate_per_s=2.0, duration_s=600, max_concurrent=50, callers=40).times()) == 40
+
+
+# -- the budget and the shares, on a fake clock (no sockets) ---------------------------------------------------
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_connection_budget_never_grants_more_than_n_per_window_counting_from_handshake_end():
+    """Whatever the handshake takes, connections N apart start at least a window after the earlier one
+    ended (the latest instant the server can have counted it)."""
+    import random
+
+    from harness.quota import ConnectionBudget
+
+    clock, rng = FakeClock(), random.Random(3)
+    budget = ConnectionBudget(per_window=5, window_s=2.0, clock=clock)
+    granted, ended = [], []
+    in_flight: list[tuple[float, object]] = []
+    while len(granted) < 60:
+        slot = budget.try_take()
+        if slot is not None:
+            granted.append(clock.t)
+            in_flight.append((clock.t + rng.uniform(0.0, 0.8), slot))
+            continue
+        clock.t += 0.01
+        for end, s in [x for x in in_flight if x[0] <= clock.t]:
+            s.done()
+            ended.append(clock.t)
+            in_flight.remove((end, s))
+    assert qs.max_in_window(granted, 2.0) <= 5
+    assert granted[5] > granted[0] + 2.0  # the sixth waited for a handshake to end, then a window
+    for i in range(5, len(granted)):  # slot i waited for the (i-5)-th handshake to end, plus a window
+        assert granted[i] >= sorted(ended)[i - 5] + 2.0 - 1e-9
+
+
+class FakeNode:
+    def __init__(self, state: str = "running") -> None:
+        self.state = state
+
+
+class FakeMaster:
+    def __init__(self) -> None:
+        self.clients: dict[str, FakeNode] = {}
+        self.sent: list[tuple[str, dict]] = []
+
+    def send_message(self, kind: str, data: dict, client_id: str | None = None) -> None:
+        self.sent.append((client_id, data))
+
+    def take(self) -> dict[str, int]:
+        out = {w: d["n"] for w, d in self.sent}
+        self.sent.clear()
+        return out
+
+
+def test_master_shares_shrink_at_once_and_grow_a_window_later_as_workers_come_and_go():
+    """Shares in force never add up to more than the quota in any window: a newcomer's share and a
+    grown share start one window after the shrinking ones were sent."""
+    from harness.limits import Limits
+    from harness.locust_coord import Coordinator
+
+    master = FakeMaster()
+    master.clients = {"w1": FakeNode(), "w2": FakeNode()}
+    c = Coordinator({"r": Limits(connections_per_minute=30, window_s=60.0)}, runner=master)
+    c.close()  # drive rebalance() by hand
+    c.rebalance(now=0.0)
+    assert master.take() == {"w1": 15, "w2": 15}  # test start: nothing to overlap with
+    master.clients["w3"] = FakeNode()  # a worker joins
+    c.rebalance(now=10.0)
+    assert master.take() == {"w1": 10, "w2": 10}  # the others shrink at once
+    c.rebalance(now=69.0)
+    assert master.take() == {}
+    c.rebalance(now=70.0)
+    assert master.take() == {"w3": 10}  # the newcomer starts a window later
+    master.clients["w1"].state = "missing"  # a worker goes missing
+    c.rebalance(now=80.0)
+    assert master.take() == {}  # its share lapses; nobody grows yet
+    c.rebalance(now=140.0)
+    assert master.take() == {"w2": 15, "w3": 15}
+    assert c.summary()["r"]["shares"] == {"w1": 10, "w2": 15, "w3": 15}  # last share each worker was sent
+
+
+def test_locust_refuses_to_start_above_max_cost(tmp_path):
+    import test_locust as tl
+
+    run = subprocess.run(tl.LOCUST + ["--headless", "--scenario", "scenarios/breakpoint.yaml", "--voiceload-out",
+                                      str(tmp_path / "out"), "--voiceload-max-cost", "0.01", "--only-summary"],
+                         cwd=ROOT, env=tl.env(), capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert re.search(r"refusing to start: the estimated cost \$[\d,.]+ is above --voiceload-max-cost \$0\.01",
+                     run.stderr)
