@@ -33,19 +33,23 @@ load: {{users: 1, duration: 10s}}
 """
 
 
-def validate(tmp_path: Path, version: str, model: str) -> subprocess.CompletedProcess:
-    f = tmp_path / "surface.yaml"
-    f.write_text(SCENARIO.format(version=version, model=model))
-    return subprocess.run([sys.executable, "-m", "harness.cli", "validate", str(f)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+def validate(files: list[Path]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.cli", "validate", *map(str, files)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
 
 
 def test_validate_accepts_the_current_surface_and_only_warns_about_unknown_values(tmp_path):
+    good = []
     for version in ("2026-07-15", "2026-06-01-preview"):
         for model in ("mai-transcribe-2", "mai-transcribe", "azure-speech"):
-            run = validate(tmp_path, version, model)
-            assert run.returncode == 0 and "warning" not in run.stderr, (version, model, run.stderr)
-    run = validate(tmp_path, "2026-10-01", "my-asr")
+            good.append(tmp_path / f"{version}-{model}.yaml")
+            good[-1].write_text(SCENARIO.format(version=version, model=model))
+    run = validate(good)
+    assert run.returncode == 0 and "warning" not in run.stderr, run.stderr
+    assert run.stdout.count("✓") == len(good), run.stdout
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(SCENARIO.format(version="2026-10-01", model="my-asr"))
+    run = validate([unknown])
     assert run.returncode == 0, run.stderr
     assert "target.api_version: '2026-10-01' is not a version voiceload knows" in run.stderr
     assert "session.input_audio_transcription.model: Unknown transcription model 'my-asr'" in run.stderr
