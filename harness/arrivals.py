@@ -50,7 +50,7 @@ class ArrivalSpec:
     def from_plan(cls, plan: Any) -> "ArrivalSpec":
         p = plan.params
         return cls(rate_per_s=parse_rate(p.get("rate", "1/s")), duration_s=plan.duration_s,
-                   max_concurrent=int(p.get("max_concurrent", plan.users)),
+                   max_concurrent=plan.peak or int(p.get("max_concurrent", plan.users)),  # --users caps it
                    callers=int(p["callers"]) if p.get("callers") is not None else None, seed=int(p.get("seed", 0)))
 
     def times(self) -> list[float]:

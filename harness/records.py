@@ -30,6 +30,10 @@ REASONS = (
     "tool_timeout",  # the agent called a tool and the round trip (result -> answer) never completed
 )
 
+#: A turn still in flight when the load generator stopped (stop-timeout expired): recorded, but not a
+#: measurement (``valid=false``); the verdict does not count it as generator overload.
+STOP_ABORTED = "aborted by load generator stop"
+
 
 
 def ended_as_expected(complete: bool, expectations: Iterable[dict[str, Any]] | None) -> bool:

@@ -76,6 +76,15 @@ class RunOutput:
         self.lost = {"turns": 0, "sessions": 0}
         self.on_write_error: Callable[[str], None] | None = None
 
+    def begin(self, load: dict[str, Any] | None = None) -> None:
+        """The load starts now (a Locust web UI test starts long after its directory was made);
+        ``load`` is what actually runs (flags and form values), recorded over the scenario's."""
+        self.t0 = time.monotonic()
+        self.t0_wall = time.time()
+        self.meta["started"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        self.meta["load"].update({k: v for k, v in (load or {}).items() if v is not None})
+        self._write_meta()
+
     def _check_writable(self) -> None:
         if self.dir.exists() and not self.dir.is_dir():
             raise OutputError(f"output directory {self.dir} exists and is not a directory")

@@ -1,5 +1,10 @@
 """Load shapes as plain functions of time, shared by Locust's LoadTestShape and the engine runner.
 
+``--users`` (CLI and Locust, including the web UI form) is never ignored: for ``flat`` it is the user
+count, for a shaped scenario it sets the shape's *peak* and every user count of the shape is rescaled
+by the same factor (``soak`` to 7 users with ``--users 3`` ramps to 3; a step of 2→9 with ``--users 18``
+steps 4→18), so the shape keeps its form.
+
 Every shape ends with a *drain*: zero users for longer than stop-timeout plus one worker report
 interval, so that in distributed runs the workers' last records reach the master before it quits
 (Locust's master otherwise sleeps 0.5 s and drops them; see shared/notes §3.3).
@@ -78,6 +83,7 @@ class ShapePlan:
     duration_s: float
     drain_s: float
     params: dict[str, Any] = field(default_factory=dict)
+    peak: int | None = None  # --users for a shaped scenario: the shape is rescaled to peak here
     breakpoint: dict[str, Any] | None = None  # filled by a breakpoint sweep when a condition broke
     _stop_at: float | None = None
     _step_start: float = 0.0
@@ -100,25 +106,32 @@ class ShapePlan:
             return users, max(self.spawn_rate, float(users))
         return users, self.spawn_rate
 
+    def _scaled(self, users: int) -> int:
+        """The shape's user count at some instant, rescaled so the shape peaks at ``peak`` (--users)."""
+        natural = _natural_peak(self)
+        if self.peak is None or self.kind == "flat" or natural <= 0 or users <= 0:
+            return users
+        return min(self.peak, max(1, round(users * self.peak / natural)))
+
     def _users_at(self, t: float, evaluate: Callable[[float], list[Any]] | None) -> int:
         p = self.params
         if self.kind in ("flat",):
             return self.users
         if self.kind == "arrivals":  # the concurrency cap: arrivals themselves come from harness/arrivals.py
-            return int(p.get("max_concurrent", self.users))
+            return self._scaled(int(p.get("max_concurrent", self.users)))
         if self.kind == "soak":
             ramp = parse_duration(p.get("ramp", 60))
             target = int(p.get("users", self.users))
-            return target if t >= ramp else max(1, int(target * t / ramp) + 1)
+            return self._scaled(target if t >= ramp else max(1, int(target * t / ramp) + 1))
         if self.kind == "spike":
             base, spike = int(p.get("base_users", 1)), int(p.get("spike_users", self.users))
             at, dur = parse_duration(p.get("spike_at", self.duration_s / 3)), parse_duration(p.get("spike_for", 30))
-            return spike if at <= t < at + dur else base
+            return self._scaled(spike if at <= t < at + dur else base)
         # step and breakpoint: start, +step every interval, capped
         start, step = int(p.get("start_users", 1)), int(p.get("step_users", 1))
         every, cap = parse_duration(p.get("step_every", 30)), int(p.get("max_users", self.users))
         n = int(t // every)
-        users = min(cap, start + n * step)
+        users = self._scaled(min(cap, start + n * step))
         if self.kind == "breakpoint" and evaluate is not None and n > 0 and users != self._step_users:
             # A step just ended: judge it on the turns that finished during it.
             failed = [r for r in evaluate(n * every - every) if not r.passed]
@@ -164,16 +177,27 @@ class StepWindow:
 
 def make_plan(load: Any, *, users: int | None = None, spawn_rate: float | None = None,
               duration_s: float | None = None, drain_s: float | None = None) -> ShapePlan:
-    """Build the plan from a scenario's ``load`` block; explicit arguments (CLI/Locust flags) win."""
-    u = users if users is not None else load.users
+    """Build the plan from a scenario's ``load`` block; explicit arguments (CLI/Locust flags) win.
+
+    ``users`` is the user count of a flat scenario and the peak of a shaped one (module docstring).
+    """
+    flat = load.shape.type == "flat"
+    u = users if users is not None and flat else load.users
     if drain_s is None:
         drain_s = load.stop_timeout_s + WORKER_REPORT_INTERVAL_S + 2.0
     return ShapePlan(kind=load.shape.type, users=u, spawn_rate=spawn_rate or load.spawn_rate,
                      duration_s=duration_s if duration_s is not None else load.duration_s,
-                     drain_s=drain_s, params=dict(load.shape.params))
+                     drain_s=drain_s, params=dict(load.shape.params),
+                     peak=None if flat or users is None else int(users))
 
 
 def peak_users(plan: ShapePlan) -> int:
+    """The most users the plan ever asks for (after any --users rescale)."""
+    natural = _natural_peak(plan)
+    return natural if plan.peak is None or plan.kind == "flat" else plan.peak
+
+
+def _natural_peak(plan: ShapePlan) -> int:
     p = plan.params
     if plan.kind == "spike":
         return max(int(p.get("base_users", 1)), int(p.get("spike_users", plan.users)))

@@ -68,7 +68,7 @@ load:
   duration: 4s
   stop_timeout: 3s
   turn_timeout: 5s
-  max_pacing_lag_ms: 250
+  max_pacing_lag_ms: 2000  # the Locust verdict judges overload too: a loaded CI box is not the subject here
   shape: {{type: arrivals, rate: 6000/min, max_concurrent: {callers}, callers: {callers}, seed: 7}}
 """
 
@@ -175,7 +175,7 @@ def run_distributed(sc: Path, out: Path, extra: list[str] | None = None) -> str:
     """A headless Locust master with two workers (tests/test_locust.py) to its end; the master's output."""
     import test_locust as tl
 
-    master, workers = tl.start_distributed(sc, out, "4s", extra)
+    master, workers = tl.start_distributed(sc, out, "4s", extra, users=None)  # -u would cap max_concurrent
     try:
         text, _ = master.communicate(timeout=150)
         for w in workers:

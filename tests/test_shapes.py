@@ -100,3 +100,14 @@ def test_step_window_keeps_nothing_for_other_shapes():
     for i in range(100):
         win.add(_turn(float(i), 900, 600))
     assert win._rows == []
+
+
+def test_users_flag_rescales_a_shape_to_its_peak_instead_of_being_ignored():
+    soak = make_plan(load("soak", users=7, ramp="6s"), users=3)
+    assert max(users(soak, range(0, 60))) == 3 == peak_users(soak)
+    assert users(soak, [0, 6, 59]) == [1, 3, 3]
+    step = make_plan(load("step", start_users=2, step_users=3, step_every="10s", max_users=9), users=18)
+    assert users(step, [0, 10, 20, 30]) == [4, 10, 16, 18] and peak_users(step) == 18
+    spike = make_plan(load("spike", base_users=2, spike_users=20, spike_at="20s", spike_for="5s"), users=5)
+    assert users(spike, [0, 20]) == [1, 5]
+    assert make_plan(load("soak", users=7, ramp="6s")).tick(59) == (7, 5)  # no flag: the scenario's shape

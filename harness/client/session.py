@@ -21,7 +21,7 @@ from ..limits import UNLIMITED, Limits
 from ..quota import classify_throttle, is_session_expiry, retry_after_from_text
 from ..metrics import TurnContext, build_turn_record
 from ..protocol import events as ev
-from ..records import SessionRecord, TurnRecord
+from ..records import STOP_ABORTED, SessionRecord, TurnRecord
 from ..branching import next_turn, turn_limit
 from ..scenario import Scenario, TurnSpec
 from ..timeline import SessionTimeline, TurnTimeline
@@ -389,7 +389,7 @@ class CallerSession:
                 self.record.retry_after_s = max(self.record.retry_after_s or 0.0, wait or 0.0) or None
         if self.opt.stopping() and not rec.complete:
             rec.valid = False
-            rec.error = (rec.error + "; " if rec.error else "") + "aborted by load generator stop"
+            rec.error = (rec.error + "; " if rec.error else "") + STOP_ABORTED
         self.records.append(rec)
         self.record.turns_recorded += 1
         self.opt.on_record(rec)

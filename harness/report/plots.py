@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import math
 import re
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 
@@ -84,6 +84,19 @@ def _xlim(groups: Groups, metric: str, q: float = 99.5) -> float | None:
     return float(max(tops)) * 1.05 if tops else None
 
 
+HALF_WIDTH = (5.6, 3.3)  # figures shown two per row: drawn smaller so their text is as large as a full row's
+
+
+def _counts(axis: Any) -> None:
+    """A count axis (turns, sessions) gets whole-number ticks only."""
+    axis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+
+
+def _span(lo: float, hi: float, pad: float = 1.0) -> tuple[float, float]:
+    """An axis range that is never empty (all values equal, or all zero)."""
+    return (lo, hi) if hi > lo else (lo, lo + pad)
+
+
 def _empty(ax: plt.Axes, text: str = "no data") -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#888")
     ax.set_xticks([])
@@ -112,8 +125,8 @@ def cdf_plot(groups: Groups, metrics: Sequence[str] = ("first_audio_ms", "vad_ms
             for p in (0.5, 0.95):
                 ax.axhline(p, color="#999", lw=0.6, ls="--")
             top = _xlim(groups, metric)
-            if top:
-                ax.set_xlim(left=min(0.0, ax.get_xlim()[0]), right=top)
+            if top is not None:
+                ax.set_xlim(*_span(min(0.0, ax.get_xlim()[0]), top))
             ax.set_ylim(0, 1.01)
             ax.set_xlabel(f"{LABELS.get(metric, metric)} (ms)")
         ax.set_title(LABELS.get(metric, metric))
@@ -126,23 +139,35 @@ def cdf_plot(groups: Groups, metrics: Sequence[str] = ("first_audio_ms", "vad_ms
 
 
 def histogram_plot(groups: Groups, metric: str = "first_audio_ms") -> str:
-    """Overlaid step histograms of one metric on shared bins (tail beyond p99.5 folded into the last bin)."""
+    """Overlaid step histograms of one metric on shared bins (tail beyond p99.5 folded into the last bin),
+    with each group's cumulative fraction (CDF, dashed, right axis) beside it on the same bins."""
     data = {k: _valid(g, metric) for k, g in groups.items()}
     if not any(v.size for v in data.values()):
         return ""
     col = colors(list(groups))
     lo = min(float(np.percentile(v, 0.2)) for v in data.values() if v.size) * 0.95
     hi = _xlim(groups, metric) or lo + 1
-    bins = np.linspace(lo, max(hi, lo + 1), 61)
-    fig, ax = plt.subplots(figsize=(7.5, 3.0))
+    bins = np.linspace(lo, max(hi, lo + 1), 41)
+    fig, ax = plt.subplots(figsize=HALF_WIDTH)
+    cdf = ax.twinx()
     for label, v in data.items():
         if v.size:
-            ax.hist(np.clip(v, bins[0], bins[-1]), bins=bins, histtype="step", lw=1.6, color=col[label],
-                    label=f"{label} (n={v.size})")
-    ax.set_xlabel(f"{LABELS.get(metric, metric)} (ms; the last bin holds the tail beyond p99.5)")
+            clipped = np.clip(v, bins[0], bins[-1])
+            ax.hist(clipped, bins=bins, histtype="step", lw=1.6, color=col[label], label=f"{label} (n={v.size})")
+            x = np.sort(clipped)
+            cdf.step(np.r_[x[0], x], np.r_[0.0, np.arange(1, x.size + 1) / x.size], where="post", color=col[label],
+                     lw=1.1, ls="--", alpha=0.8)
+    _counts(ax.yaxis)
+    ax.set_ylim(bottom=0)
+    ax.set_xlim(*_span(float(bins[0]), float(bins[-1])))
+    cdf.set_ylim(0, 1.01)
+    cdf.set_ylabel("cumulative fraction (dashed)")
+    cdf.grid(False)
+    cdf.spines["right"].set_visible(True)
+    ax.set_xlabel(f"{LABELS.get(metric, metric)} (ms; last bin: tail beyond p99.5)")
     ax.set_ylabel("turns")
     ax.set_title(f"Distribution of {LABELS.get(metric, metric)}")
-    ax.legend()
+    ax.legend(loc="upper left")
     fig.tight_layout()
     return to_svg(fig)
 
@@ -190,8 +215,8 @@ def over_time_plot(groups: Groups, metric: str = "first_audio_ms", bins: int = 4
         ax.plot(mids[med.index], med.to_numpy(), color=col[label], lw=2, label=f"{label} median", zorder=4,
                 path_effects=[patheffects.withStroke(linewidth=4, foreground="white")])
     top = _xlim(frames, metric, 99.8)
-    if top:
-        ax.set_ylim(bottom=0, top=top)
+    if top is not None:
+        ax.set_ylim(*_span(0.0, top))
     ax.set_xlim(-0.01 * edges[-1], edges[-1] * 1.01)
     ax.set_xlabel(f"time since first turn ({unit})")
     ax.set_ylabel(f"{LABELS.get(metric, metric)} (ms)")
@@ -201,7 +226,8 @@ def over_time_plot(groups: Groups, metric: str = "first_audio_ms", bins: int = 4
     act = pd.Series(allf["active_sessions"].to_numpy(dtype=float)).groupby(which).max()
     ax2.step(mids[act.index], act.to_numpy(), where="mid", color="#444", lw=1.2, ls=":", label="active sessions")
     ax2.set_ylabel("active sessions")
-    ax2.set_ylim(bottom=0)
+    ax2.set_ylim(*_span(0.0, float(act.max()) * 1.05))
+    _counts(ax2.yaxis)
     ax2.grid(False)
     ax2.spines["right"].set_visible(True)
     h1, l1 = ax.get_legend_handles_labels()
@@ -219,7 +245,7 @@ def concurrency_plot(groups: Groups, metric: str = "first_audio_ms", max_bins: i
     col = colors(list(groups))
     amax = max(int(g["active_sessions"].max()) for g in frames.values() if len(g))
     width = max(1, math.ceil((amax + 1) / max_bins))
-    fig, ax = plt.subplots(figsize=(7.5, 3.0))
+    fig, ax = plt.subplots(figsize=HALF_WIDTH)
     for label, g in frames.items():
         if not len(g):
             continue
@@ -229,7 +255,7 @@ def concurrency_plot(groups: Groups, metric: str = "first_audio_ms", max_bins: i
         ax.plot(q.index, q[0.5], "-o", ms=3, color=col[label], lw=1.6, label=f"{label} p50")
         ax.plot(q.index, q[0.95], "--^", ms=3, color=col[label], lw=1.2, label=f"{label} p95")
     ax.set_xlim(-0.5, max(amax + 0.5, 1.5))
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    _counts(ax.xaxis)
     ax.set_xlabel("active sessions" + (f" (bins of {width})" if width > 1 else ""))
     ax.set_ylabel(f"{LABELS.get(metric, metric)} (ms)")
     ax.set_title(f"{LABELS.get(metric, metric)} vs concurrency")
@@ -266,7 +292,7 @@ def reasons_over_time_plot(groups: Groups, bins: int = 30) -> str:
     if bottom.any():
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_ylim(bottom=0, top=max(1.0, float(bottom.max()) * 1.15))
-    ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    _counts(ax.yaxis)
     fig.tight_layout()
     return to_svg(fig)
 

@@ -23,9 +23,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from ..exitcodes import EXIT_BREACH, EXIT_INCOMPLETE, EXIT_OK
+from ..records import STOP_ABORTED
 from .aggregate import load_sessions, load_turns, read_meta, target_order, typed_turns
 from .check import CheckResult, _fmt, evaluate, parse_threshold
 
@@ -164,8 +166,14 @@ def _incomplete(df: pd.DataFrame, sessions: pd.DataFrame | None, meta: Mapping[s
     if not n:
         out.append(_no_turns(sessions))
     else:
-        invalid = int((~df["valid"].to_numpy(dtype=bool)).sum())
-        if invalid == n:
+        # Turns cut short by the generator's own stop are not measurements, and no sign of overload.
+        cut = (df["error"].astype(str).str.contains(STOP_ABORTED, regex=False).to_numpy(dtype=bool)
+               if "error" in df else np.zeros(n, dtype=bool))
+        invalid = int((~df["valid"].to_numpy(dtype=bool) & ~cut).sum())
+        n -= int(cut.sum())
+        if not n:
+            out.append("no data: every turn was cut short by the load generator's stop")
+        elif invalid == n:
             out.append(f"no valid turn: all {n} turns were measured while the load generator was overloaded")
         elif invalid / n > MAX_INVALID_SHARE:
             out.append(f"load generator overloaded: {invalid} of {n} turns invalid (> {MAX_INVALID_SHARE:.0%})")
