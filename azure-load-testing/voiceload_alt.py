@@ -122,13 +122,13 @@ def _boot() -> tuple[type, type]:
     from locust import events  # Locust has patched gevent already; the harness imports after it
 
     from harness import auth
-    from harness.locustfile import STATE, VoiceloadShape, VoiceUser  # registers voiceload's Locust hooks
+    from harness.locustfile import NODE, VoiceloadShape, VoiceUser  # registers voiceload's Locust hooks
 
     auth.register_secret(os.environ.get("VOICELOAD_RESULTS_SAS_URL", "").partition("?")[2] or None)
 
     @events.quitting.add_listener  # after harness.locustfile's own quitting hook has written the report
     def _publish(environment: Any, **_kw: Any) -> None:
-        out = STATE.output
+        out = NODE.test.output if NODE.test is not None else None  # the (headless) run's one test
         if out is not None:
             publish(Path(out.dir), out.run_id, os.environ)
 
