@@ -120,6 +120,7 @@ def _session(n_turns: int, session: dict | None = None) -> tuple[CallerSession, 
                             utterance_start_ns=start * MS, speech_start_ns=(start + 300) * MS,
                             speech_end_ns=(start + 2000) * MS)
         s.record.turns_attempted += 1
+        s._spoken.append(fx)  # as _converse does for every turn it speaks (branches may repeat a spec)
         s.timeline.add_turn(turn)
     return s, records
 
