@@ -32,7 +32,11 @@ def _scenario(path: str, repeats: int):
     from harness.scenario import load_scenario
 
     sc = load_scenario(ROOT / path)
-    conv = [dataclasses.replace(t, expect=type(t.expect)()) for t in sc.conversation] * repeats
+    base = [dataclasses.replace(t, expect=type(t.expect)()) for t in sc.conversation]
+    # One linear script: each copy gets its own ``next`` (harness/branching.py), else every session
+    # would end after the first pass through the scenario's turns.
+    conv = [dataclasses.replace(t, next=i + 1 if i + 1 < len(base) * repeats else None)
+            for i, t in enumerate(base * repeats)]
     load = dataclasses.replace(sc.load, turn_timeout_s=15.0, max_pacing_lag_ms=10.0)
     return dataclasses.replace(sc, conversation=conv, load=load)
 
