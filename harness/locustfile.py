@@ -58,6 +58,7 @@ class _Node:
         self.exit_code: int | None = None  # the last finished test's verdict
         self.link = None  # worker: how its users get connection budget and arrivals from the master
         self.estimate = None  # plan.ScenarioPlan printed at start (master / local)
+        self.interrupted: str | None = None  # the signal that ended a headless run early
 
 
 NODE = _Node()
@@ -123,6 +124,7 @@ def _init(environment, **_kw) -> None:
         install_web_ui(environment)
     if opts.headless:  # our shape ends the run through runner.stop(), so workers' last records arrive
         NODE.run_time, opts.run_time = opts.run_time, None
+        _on_signals()
     NODE.estimate = _estimate(opts, opts.run_time or NODE.run_time)
     from harness.rundir import OutputError, RunOutput
 
@@ -155,6 +157,20 @@ def _estimate(opts, duration):
                   sp.cost_usd, opts.voiceload_max_cost)
         sys.exit(EXIT_USAGE)
     return sp
+
+
+def _on_signals() -> None:
+    """Headless: SIGINT/SIGTERM end the test as *interrupted* (exit 3, report still written). Locust
+    installs its SIGTERM handler only after a shaped headless run, so the signal would kill it outright."""
+    import signal
+
+    def handler(name: str) -> None:  # the shape ends the test at its next tick, the normal way
+        if NODE.interrupted is None:
+            NODE.interrupted = name
+            log.warning("voiceload: %s: stopping; the report is written and the run is incomplete", name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(sig, handler, sig.name)
 
 
 def _explicit(*flags: str) -> bool:
@@ -361,13 +377,14 @@ def _test_stop(environment, **_kw) -> None:  # fired once the users have stopped
         run.finish()
         runner._send_stats()  # this test's last records and stats, marked final, before "client_stopped"
         return
-    _end(environment, run)
+    _end(environment, run, interrupted=NODE.interrupted, collect=True)
 
 
-def _end(environment, run: LocustRun, interrupted: str | None = None) -> None:
+def _end(environment, run: LocustRun, interrupted: str | None = None, collect: bool = False) -> None:
+    """Write the test's report; ``collect``: the workers were stopped, wait for their last records."""
     runner, meta = environment.runner, {}
     if isinstance(runner, MasterRunner):
-        gone = run.await_workers(runner, environment.stop_timeout) if not interrupted else []
+        gone = run.await_workers(runner, environment.stop_timeout) if collect else []
         for wid in gone:
             run.output.note(f"worker {wid} went missing during the run; its records up to its last report "
                             f"are kept, turns it ran after that are lost")
@@ -389,7 +406,7 @@ def _quitting(environment, **_kw) -> None:
                      len(run.pending_turns) + len(run.pending_sessions))
         return
     if run is not None and not run.ended:  # Ctrl-C, SIGTERM, or a quit while the test ran
-        _end(environment, run, interrupted="a signal or quit before the test's end")
+        _end(environment, run, interrupted=NODE.interrupted or "a signal or quit before the test's end")
     if NODE.tests == 0 and NODE.first_output is not None:
         NODE.first_output.note("run incomplete: no test was started")
         NODE.first_output.finish(write_report=False)
@@ -413,7 +430,7 @@ class VoiceloadShape(LoadTestShape):
 
     def tick(self):
         run = _begin(self.runner.environment)
-        want = run.plan.tick(self.get_run_time(), run.window)
+        want = None if NODE.interrupted else run.plan.tick(self.get_run_time(), run.window)
         if want is not None and want[0] > 0:
             return want
         if want is not None:

@@ -137,6 +137,9 @@ def test_master_with_two_workers_receives_every_record_exactly_once(tmp_path):
     assert 2 < max(t["active_sessions"] for t in turns) <= 4, [t["active_sessions"] for t in turns]
     meta = json.loads((out / "run.json").read_text())
     assert sorted(meta["workers"]["seen"]) == sorted(produced) and meta["workers"]["missing"] == []
+    rows = stats_rows(tmp_path / "dist_stats.csv")  # the master's CSV counts what the records hold
+    assert int(rows[("TURN", "loc:turn")]["Request Count"]) == len(turns)
+    assert int(rows[("CONNECT", "loc:connect")]["Request Count"]) == len(list(read_records(out / "sessions.jsonl")))
     report = (out / "report.html").read_text(encoding="utf-8")
     assert "<svg" in report or "<img" in report
 

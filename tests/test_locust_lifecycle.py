@@ -12,7 +12,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from harness.exitcodes import EXIT_BREACH, EXIT_OK
+from harness.exitcodes import EXIT_BREACH, EXIT_INCOMPLETE, EXIT_OK
 from harness.records import read_records
 from test_locust import LOCUST, ROOT, env, free_port, scenario, stats_rows
 
@@ -141,19 +141,40 @@ def soak_scenario(tmp_path: Path) -> Path:
 
 def test_users_flag_caps_a_shaped_scenario_in_locust_and_voiceload_run(tmp_path):
     sc = soak_scenario(tmp_path)
-    loc = subprocess.run(LOCUST + ["--headless", "--scenario", str(sc), "-u", "2", "-t", "6s", "--only-summary",
-                                   "--voiceload-out", str(tmp_path / "loc"), "--csv", str(tmp_path / "loc")],
-                         cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
-    cli = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(sc), "--users", "2", "--duration", "6s",
-                          "--out", str(tmp_path / "cli"), "--quiet"], cwd=ROOT, env=env(), capture_output=True,
-                         text=True, timeout=120)
+    popen = dict(cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    loc = subprocess.Popen(LOCUST + ["--headless", "--scenario", str(sc), "-u", "2", "-t", "6s", "--only-summary",
+                                     "--voiceload-out", str(tmp_path / "loc"), "--csv", str(tmp_path / "loc")], **popen)
+    cli = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(sc), "--users", "2", "--duration", "6s",
+                            "--out", str(tmp_path / "cli"), "--quiet"], **popen)  # both at once: half the wall time
+    errs = {}
     for name, proc in (("loc", loc), ("cli", cli)):
-        assert proc.returncode == EXIT_OK, (name, proc.stderr[-3000:])
+        errs[name] = proc.communicate(timeout=120)[1]
+        assert proc.returncode == EXIT_OK, (name, errs[name][-3000:])
         turns = _records(tmp_path / name / "turns.jsonl")
         assert max(t["active_sessions"] for t in turns) == 2, (name, [t["active_sessions"] for t in turns])
         assert json.loads((tmp_path / name / "run.json").read_text())["load"]["peak_users"] == 2
-    assert "will be ignored" not in loc.stderr
+    assert "will be ignored" not in errs["loc"]
     # Locust's CSV counts every turn and session of turns.jsonl, the last second included.
     rows = stats_rows(tmp_path / "loc_stats.csv")
     assert int(rows[("TURN", "loc:turn")]["Request Count"]) == len(_records(tmp_path / "loc" / "turns.jsonl"))
     assert int(rows[("CONNECT", "loc:connect")]["Request Count"]) == len(_records(tmp_path / "loc" / "sessions.jsonl"))
+
+
+def test_a_headless_run_stopped_by_sigterm_is_incomplete_with_exit_3(tmp_path):
+    sc = scenario(tmp_path)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(LOCUST + ["--headless", "--scenario", str(sc), "-u", "1", "-t", "60s", "--stop-timeout", "2",
+                                      "--only-summary", "--voiceload-out", str(out)], cwd=ROOT, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait(lambda: _records(out / "turns.jsonl"), 40, "a first turn")
+        proc.send_signal(signal.SIGTERM)
+        text, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == EXIT_INCOMPLETE, text[-3000:]
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "interrupted" and meta["verdict"]["status"] == "INCOMPLETE"
+    assert (out / "report.html").exists()
