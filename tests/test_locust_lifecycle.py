@@ -3,6 +3,7 @@ in one process), -u for shaped scenarios, Locust's CSV against our records, and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -52,6 +53,25 @@ def _wait(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@contextlib.contextmanager
+def _locust(args: list[str]):
+    """A Locust process (output merged), killed if the test fails before it ends."""
+    proc = subprocess.Popen(LOCUST + args, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def _terminate(proc: subprocess.Popen) -> str:
+    """SIGTERM, as a CI job's timeout or `kill` sends it; the process's output once it has exited."""
+    proc.send_signal(signal.SIGTERM)
+    return proc.communicate(timeout=60)[0]
+
+
 def _records(path: Path) -> list[dict]:
     return list(read_records(path)) if path.exists() else []
 
@@ -63,10 +83,8 @@ def test_web_ui_start_stop_start_runs_two_real_tests_each_with_its_own_report_an
     out = tmp_path / "out"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(LOCUST + ["--web-host", "127.0.0.1", "--web-port", str(port), "--scenario", str(sc),
-                                      "--voiceload-out", str(out)],
-                            cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
+    with _locust(["--web-host", "127.0.0.1", "--web-port", str(port), "--scenario", str(sc),
+                  "--voiceload-out", str(out)]) as proc:
         def up():
             try:
                 return _http(base, "/", timeout=2)[0] == 200
@@ -94,12 +112,7 @@ def test_web_ui_start_stop_start_runs_two_real_tests_each_with_its_own_report_an
                 _wait(lambda: "TURN" in json.loads(_http(base, "/voiceload/series")[1]), 10, "the TURN series")
             _http(base, "/stop", {})  # returns once this test's report is written
             _wait(lambda: (runs[i] / "report.html").exists(), 20, f"the report of test {i + 1}")
-        proc.send_signal(signal.SIGTERM)
-        text, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        text = _terminate(proc)
     metas = [json.loads((d / "run.json").read_text()) for d in runs]
     assert metas[0]["run_id"] != metas[1]["run_id"]
     for d, meta in zip(runs, metas):
@@ -163,17 +176,10 @@ def test_users_flag_caps_a_shaped_scenario_in_locust_and_voiceload_run(tmp_path)
 def test_a_headless_run_stopped_by_sigterm_is_incomplete_with_exit_3(tmp_path):
     sc = scenario(tmp_path)
     out = tmp_path / "out"
-    proc = subprocess.Popen(LOCUST + ["--headless", "--scenario", str(sc), "-u", "1", "-t", "60s", "--stop-timeout", "2",
-                                      "--only-summary", "--voiceload-out", str(out)], cwd=ROOT, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
+    with _locust(["--headless", "--scenario", str(sc), "-u", "1", "-t", "60s", "--stop-timeout", "2",
+                  "--only-summary", "--voiceload-out", str(out)]) as proc:
         _wait(lambda: _records(out / "turns.jsonl"), 40, "a first turn")
-        proc.send_signal(signal.SIGTERM)
-        text, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        text = _terminate(proc)
     assert proc.returncode == EXIT_INCOMPLETE, text[-3000:]
     meta = json.loads((out / "run.json").read_text())
     assert meta["status"] == "interrupted" and meta["verdict"]["status"] == "INCOMPLETE"
