@@ -55,6 +55,7 @@ class LocustRun:
         self.release_gc = None  # gcmode.realtime_gc's release while this test runs users here
         self.coord = None  # locust_coord.Coordinator: connection budget and arrivals (master / local)
         self.link = None  # how this node's users get them (LocalLink, or the worker's WorkerLink)
+        self.arrivals_spent = False  # arrivals shape: the schedule is spent, idle lines stop asking the master
         # master only
         self.expected_workers = set(expected_workers or ())
         self.final_from: set[str] = set()

@@ -258,8 +258,11 @@ class VoiceUser(User):
         n = run.sessions_started
         pick = n
         if run.scenario.load.shape.type == "arrivals":  # open loop: this line takes the next caller on the schedule
-            arrival = run.link.next_arrival(lambda: run.stopping) if run.link is not None else None
+            arrival = None
+            if run.link is not None and not run.arrivals_spent:
+                arrival = run.link.next_arrival(lambda: run.stopping)
             if arrival is None:
+                run.arrivals_spent = not run.stopping  # no message per idle line per second during the drain
                 gevent.sleep(1.0)  # the schedule is spent: the line stays idle until the shape stops
                 return
             pick, delay = arrival
