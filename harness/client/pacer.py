@@ -8,9 +8,7 @@ exactly as it would for a real caller. Push-to-talk (manual turns) sends only th
 
 from __future__ import annotations
 
-import heapq
 import random
-import sys
 import time
 from array import array
 from collections import deque
@@ -23,10 +21,6 @@ import gevent.event
 from ..histogram import MsHistogram
 
 NS = 1_000_000
-RETRY_NS = 2 * NS  # a transport still finishing an earlier partial write is looked at again this soon
-#: The metronome wakes on this grid (monotonic ns): every frame due in one tick goes out in one pass.
-#: 1 ms adds 0.5 ms of lateness on average and turns ~50 wake-ups per ms (1000 sessions) into one.
-TICK_NS = 1 * NS
 
 
 @dataclass
@@ -53,13 +47,10 @@ class Utterance:
 
 
 class Mic:
-    """Streams frames for one session on the shared :data:`METRONOME`; ``send`` raises once the socket
-    is gone (then ``error`` is set and every queued utterance is released)."""
+    """Streams frames for one session in its own greenlet; ``send`` raises once the socket is gone."""
 
     def __init__(self, send: Callable[[bytes], None], silence: tuple[bytes, ...], chunk_ms: int, *,
                  open_mic: bool = True, drop_rate: float = 0.0, seed: int = 0):
-        # Must not block: it runs in the metronome (Transport.send_text(block=False)). Returns False
-        # when the frame was not taken (an earlier write is still draining): it is offered again.
         self._send = send
         self._silence = silence
         self.chunk_ms = chunk_ms
@@ -67,120 +58,109 @@ class Mic:
         self._drop_rate = drop_rate
         self._rng = random.Random(seed)
         self._queue: deque[Utterance] = deque()
+        self._wake = gevent.event.Event()
+        self._greenlet: gevent.Greenlet | None = None
         self.stats = MsHistogram()  # send lateness
         self.frames_sent = 0
         self.buffer_ms = 0.0  # audio the server has received (dropped chunks never arrive)
         self.error: BaseException | None = None
-        self._c_ns = chunk_ms * NS
-        self._t0 = self._k = 0
-        self._current: Utterance | None = None
-        self._j = self._n_frames = self._j_start = self._j_end = 0
-        self._scheduled = False  # an entry for this mic is in the metronome's heap
-        self._running = False
 
     def start(self) -> None:
-        self._running = True
-        self._resume()
+        self._greenlet = gevent.spawn(self._run)
 
     def play(self, utterance: Utterance) -> Utterance:
-        if self.error is not None:  # the socket is gone: nothing will ever play it
-            utterance.started.set()
-            utterance.done.set()
-            return utterance
         self._queue.append(utterance)
-        if self._running and not self._scheduled and self.error is None:
-            self._resume()  # push-to-talk was idle
+        self._wake.set()
         return utterance
 
     def stop(self) -> None:
-        """No frame leaves after this returns; the metronome lets go of the mic at once (a stopped
-        session is then freed by reference counting)."""
-        self._running = False
-        if self._scheduled:
-            self._scheduled = False
-            METRONOME.remove(self)
+        if self._greenlet is not None:
+            self._greenlet.kill(block=True, timeout=1)
+            self._greenlet = None
 
     @property
     def alive(self) -> bool:
-        return self._running and self.error is None
+        return self._greenlet is not None and not self._greenlet.dead
 
-    def _resume(self) -> None:
-        """(Re)start the clock: frame k is due at t0 + (k+1)·chunk from now."""
-        if not self.open_mic and not self._queue and self._current is None:
-            return  # push-to-talk with nothing to say: idle until play()
-        self._t0, self._k = time.monotonic_ns(), 0
-        self._scheduled = True
-        METRONOME.add(self, self._t0 + self._c_ns)
-
-    def _tick(self, now: int) -> int:
-        """Send the frame due now (``now`` is the send instant); when to look at this mic again, or 0
-        to leave the schedule (stopped, failed, or push-to-talk out of utterances).
-
-        The hot path of the harness (50 calls per second per session): the lateness histogram is
-        updated inline and the speech marks are computed only on their two frames.
-        """
-        if not self._running:
-            self._scheduled = False
-            return 0
-        current = self._current
-        if current is None and self._queue:
-            current = self._current = self._queue.popleft()
-            self._j, self._n_frames = 0, len(current.frames)
-            c = current.chunk_ms
-            self._j_start = current.speech_start_ms // c
-            self._j_end = -(-current.speech_end_ms // c) - 1
-        deadline = self._t0 + (self._k + 1) * self._c_ns
-        late_ms = (now - deadline) / NS
-        if current is not None:
-            j = self._j
-            if j == 0:
-                current.start_ns = deadline - self._c_ns
-                current.buffer_start_ms = self.buffer_ms
-                current.started.set()
-            frame = current.frames[j]
-            dropped = self._drop_rate > 0 and self._rng.random() < self._drop_rate
-        else:
-            frame = self._silence[self._k % len(self._silence)]
-            dropped = False
-        if not dropped:
-            try:
-                if self._send(frame) is False:
-                    return now + RETRY_NS  # back-pressure: same frame, same deadline, lateness grows
-            except BaseException as exc:  # the socket went away: the session notices via self.error
-                self._fail(exc)
-                return 0
-            self.buffer_ms += self.chunk_ms
-            self.frames_sent += 1
-        stats = self.stats
-        i = int(late_ms * 10.0)
-        stats.counts[i if i < MsHistogram.BINS else MsHistogram.BINS] += 1
-        stats.n += 1
-        if late_ms > stats.max_ms:
-            stats.max_ms = late_ms
-        self._k += 1
-        if current is not None:
-            current.lateness_ms.append(late_ms)
-            if dropped:
-                current.dropped += 1
-            if j == self._j_start or j == self._j_end:
-                self._mark(current, j, now)
-            j += 1
-            self._j = j
-            if j == self._n_frames:
-                current.sent_ns = now
-                current.done.set()
-                self._current = None
-                if not self.open_mic and not self._queue:
-                    self._scheduled = False
-                    return 0  # push-to-talk: idle until the next utterance restarts the clock
-        return self._t0 + (self._k + 1) * self._c_ns
-
-    def _fail(self, exc: BaseException) -> None:
-        self.error = exc
-        self._scheduled = False
-        for u in ([self._current] if self._current else []) + list(self._queue):
-            u.started.set()
-            u.done.set()
+    def _run(self) -> None:
+        # The hot loop of the whole harness (50 iterations per second per session): everything it
+        # touches is bound to a local, the lateness histogram is updated inline, and the wait is a
+        # bare libev timer that switches straight back (gevent.sleep adds a Waiter and a context
+        # manager per call). Behaviour is unchanged: absolute deadlines, catch-up, real send instants.
+        c_ns = self.chunk_ms * NS
+        mono = time.monotonic_ns
+        hub = gevent.get_hub()
+        new_timer, switch, me = hub.loop.timer, hub.switch, gevent.getcurrent()
+        send, stats, bins = self._send, self.stats, MsHistogram.BINS
+        counts = stats.counts
+        drop_rate, rand = self._drop_rate, self._rng.random
+        t0 = mono()
+        k = 0
+        silence, n_sil = self._silence, len(self._silence)
+        current: Utterance | None = None
+        j = n_frames = j_start = j_end = 0  # frame index within the current utterance, and its marks
+        lateness = None
+        try:
+            while True:
+                if current is None and self._queue:
+                    current, j = self._queue.popleft(), 0
+                    n_frames, lateness = len(current.frames), current.lateness_ms
+                    c = current.chunk_ms
+                    j_start = current.speech_start_ms // c
+                    j_end = -(-current.speech_end_ms // c) - 1
+                if current is None and not self.open_mic:  # push-to-talk: idle until the next utterance
+                    self._wake.clear()
+                    self._wake.wait()
+                    t0, k = mono(), 0
+                    continue
+                deadline = t0 + (k + 1) * c_ns
+                now = mono()
+                while deadline > now:
+                    timer = new_timer((deadline - now) / 1e9)
+                    timer.start(me.switch, update=True)
+                    try:
+                        switch()
+                    finally:
+                        timer.close()
+                    now = mono()
+                late_ms = (now - deadline) / NS
+                if current is not None:
+                    if j == 0:
+                        current.start_ns = deadline - c_ns
+                        current.buffer_start_ms = self.buffer_ms
+                        current.started.set()
+                    frame = current.frames[j]
+                else:
+                    frame = silence[k % n_sil]
+                dropped = drop_rate > 0 and current is not None and rand() < drop_rate
+                if not dropped:
+                    send(frame)
+                    self.buffer_ms += self.chunk_ms
+                    self.frames_sent += 1
+                i = int(late_ms * 10.0)
+                counts[i if i < bins else bins] += 1
+                stats.n += 1
+                if late_ms > stats.max_ms:
+                    stats.max_ms = late_ms
+                if current is not None:
+                    lateness.append(late_ms)
+                    if dropped:
+                        current.dropped += 1
+                    if j == j_start or j == j_end:
+                        self._mark(current, j, now)
+                    j += 1
+                    if j == n_frames:
+                        current.sent_ns = now
+                        current.done.set()
+                        current = None
+                k += 1
+        except gevent.GreenletExit:
+            return  # a clean end: no exception (and no traceback holding this frame) is kept
+        except BaseException as exc:  # the socket went away: the session notices via self.error
+            self.error = exc
+            for u in ([current] if current else []) + list(self._queue):
+                u.started.set()
+                u.done.set()
 
     def _mark(self, u: Utterance, j: int, sent_ns: int) -> None:
         """Speech start/end instants: the frame's actual send time minus the audio after the boundary."""
@@ -190,96 +170,6 @@ class Mic:
             u.speech_start_ns = sent_ns - int((end_ms - u.speech_start_ms) * NS)
         if j * c < u.speech_end_ms <= end_ms:
             u.speech_end_ns = sent_ns - int((end_ms - u.speech_end_ms) * NS)
-
-
-class Metronome:
-    """One greenlet sends every session's due frames, in deadline order, batched per wake-up.
-
-    Why not a greenlet and a timer per session: at 1000 sessions that is 50 000 timer starts,
-    hub switches and greenlet switches a second, about as much CPU as the sends themselves. Here
-    the mics wait in one heap of absolute deadlines; the metronome sleeps until the earliest,
-    then sends every frame that is due (each stamped with its own send instant, so lateness stays
-    per frame and honest) and sleeps again. Sends never block it: the transport finishes partial
-    writes in a helper greenlet (``Transport.send_text(block=False)``).
-    """
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[int, int, Mic]] = []
-        self._seq = 0
-        self._greenlet: gevent.Greenlet | None = None
-        self._target = 0  # the deadline the metronome is sleeping until (0: awake)
-        self._token: object | None = None
-
-    def add(self, mic: Mic, deadline: int) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (deadline, self._seq, mic))
-        g = self._greenlet
-        if g is None or g.dead:
-            self._greenlet = gevent.spawn(self._run)
-        elif self._token is not None and deadline < self._target:
-            self._token = None  # the pending timer wake-up becomes a no-op
-            gevent.get_hub().loop.run_callback(g.switch)
-
-    def remove(self, mic: Mic) -> None:
-        """O(sessions), once per session end; never called from inside a tick (sends do not switch)."""
-        heap = self._heap
-        for i, entry in enumerate(heap):
-            if entry[2] is mic:
-                heap[i] = heap[-1]
-                heap.pop()
-                heapq.heapify(heap)
-                return
-
-    def _wake(self, token: object) -> None:
-        if token is self._token:
-            self._token = None
-            self._greenlet.switch()  # type: ignore[union-attr]
-
-    def _run(self) -> None:
-        heap, mono, tick = self._heap, time.monotonic_ns, TICK_NS
-        pop, push = heapq.heappop, heapq.heappush
-        hub = gevent.get_hub()
-        new_timer, switch, me = hub.loop.timer, hub.switch, gevent.getcurrent()
-        try:
-            while heap:
-                deadline = heap[0][0]
-                now = mono()
-                if deadline > now:
-                    token = self._token = object()
-                    wake = self._target = -(-deadline // tick) * tick  # the first tick at or after it
-                    timer = new_timer((wake - now) / 1e9)
-                    timer.start(self._wake, token, update=True)
-                    try:
-                        switch()
-                    finally:
-                        timer.close()
-                        self._token, self._target = None, 0
-                    continue  # re-checked in a loop: a frame never leaves before its deadline
-                limit = now  # one batch: what is due now; then readers get their turn
-                while heap and heap[0][0] <= limit:
-                    mic = pop(heap)[2]
-                    nxt = mic._tick(now)
-                    if nxt:
-                        self._seq += 1
-                        push(heap, (nxt, self._seq, mic))
-                    now = mono()
-                mic = None  # a suspended frame's locals would keep the last session alive
-                if heap and heap[0][0] <= now:
-                    # Behind: a zero-delay timer, not run_callback (gevent would run a callback chain
-                    # without polling): sockets and other timers get their turn before we catch up.
-                    timer = new_timer(0.0)
-                    timer.start(me.switch, update=True)
-                    try:
-                        switch()
-                    finally:
-                        timer.close()
-        finally:
-            self._greenlet = None
-            if heap and not isinstance(sys.exc_info()[1], gevent.GreenletExit):
-                self._greenlet = gevent.spawn(self._run)  # a bug in one tick must not stop every mic
-
-
-METRONOME = Metronome()
 
 
 class LagMonitor:

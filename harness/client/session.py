@@ -227,7 +227,7 @@ class CallerSession:
         drop_rate = a.perturb.drop_rate
         if self.variant is not None and self.variant.drop_rate is not None:
             drop_rate = self.variant.drop_rate
-        self.mic = Mic(self._send_frame_recorded if self.recorder else self._send_frame, silence, a.chunk_ms, open_mic=not sc.manual, drop_rate=drop_rate,
+        self.mic = Mic(self._send_recorded if self.recorder else self._send, silence, a.chunk_ms, open_mic=not sc.manual, drop_rate=drop_rate,
                        seed=self.opt.seed)
         if prev is not None:  # after a reconnect the session's pacing figures cover every connection
             self.mic.stats.merge(prev.stats)
@@ -506,17 +506,9 @@ class CallerSession:
             raise ConnectionError("not connected")
         self.transport.send_text(data)
 
-    def _send_frame(self, data: bytes) -> bool:
-        """The mic's send: runs in the shared metronome (pacer.py), so it never waits; False: not taken."""
-        if self.transport is None:
-            raise ConnectionError("not connected")
-        return self.transport.send_text(data, block=False)
-
-    def _send_frame_recorded(self, data: bytes) -> bool:
-        taken = self._send_frame(data)
-        if taken:
-            self.recorder.on_sent(time.monotonic_ns(), data)
-        return taken
+    def _send_recorded(self, data: bytes) -> None:
+        self._send(data)
+        self.recorder.on_sent(time.monotonic_ns(), data)
 
     def _wait(self, cond: Callable[[], bool], deadline_ns: int) -> bool:
         while not cond():

@@ -14,7 +14,7 @@ import socket as _stdsocket
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import gevent
 import gevent.lock
@@ -112,7 +112,6 @@ class Transport:
     _fragments: list[bytes] = field(default_factory=list)
     _fragment_binary: bool = False
     _send_error: str = ""
-    _backlog: int = 0  # sends handed to helper greenlets (block=False) and not finished yet
 
     def __post_init__(self) -> None:
         # The OS-level socket under gevent's wrapper, for the one-syscall send path. Under TLS
@@ -127,13 +126,8 @@ class Transport:
         self._reader = gevent.spawn(self._read_loop, early or [], t_early)
 
     # -- sending -------------------------------------------------------------------------------
-    def send_text(self, data: bytes, block: bool = True) -> bool:
+    def send_text(self, data: bytes) -> None:
         """Send one text message (UTF-8 bytes). Raises ConnectionError once the connection is gone.
-
-        ``block=False`` (the metronome, pacer.py, which sends for every session) never waits: what
-        cannot go out at once - a partial write, a held lock - is finished by one helper greenlet,
-        and until it has, further frames are refused (False): the caller offers them again later,
-        as a blocked sender would have waited. Memory stays bounded when a peer stops reading.
 
         Hot path (every 20 ms per session): while the connection is OPEN and no other send is
         blocked, the frame is built here (and encrypted, over wss://) and handed to the kernel in
@@ -143,14 +137,9 @@ class Transport:
         """
         if self.closed is not None:
             raise ConnectionError("connection closed")
-        if not block:
-            if self._send_error:
-                raise ConnectionError(self._send_error)
-            if self._backlog:
-                return False
         proto, lock = self.protocol, self._lock
         try:
-            if (proto._state is _OPEN and self._raw_send is not None and not lock.locked() and not self._backlog
+            if (proto._state is _OPEN and self._raw_send is not None and not lock.locked()
                     and not proto.expect_continuation_frame and not proto.debug):
                 frame = text_frame(data)
                 if self._encrypt is not None:
@@ -160,55 +149,20 @@ class Transport:
                 except BlockingIOError:
                     sent = 0
                 if sent < len(frame):
-                    if not block:
-                        self._later(self._wire.sendall, memoryview(frame)[sent:])
-                        return True
                     with lock:
                         self._wire.sendall(memoryview(frame)[sent:])
-                return True
-            if not block:
-                self._later(self._send_general, data)
-                return True
-            with lock:
-                self._send_general(data)
-            return True
+                return
+            with lock:  # another send is blocked, or not OPEN (websockets raises the right error)
+                if proto._state is _OPEN and not proto.expect_continuation_frame and not proto.debug:
+                    self.sock.sendall(text_frame(data))
+                else:
+                    proto.send_text(data)
+                    self._flush()
         except (OSError, ssl.SSLError) as exc:
             # After a reset the kernel reports ECONNRESET to whichever call comes first; if a send
             # took it, the reader only sees a bare EOF, so it needs the cause from here.
             self._send_error = self._send_error or f"{type(exc).__name__}: {exc}"
             raise ConnectionError(str(exc)) from exc
-
-    def _send_general(self, data: bytes) -> None:
-        """Under the lock: another send was in progress, or not OPEN (websockets raises the right error)."""
-        proto = self.protocol
-        if proto._state is _OPEN and not proto.expect_continuation_frame and not proto.debug:
-            self.sock.sendall(text_frame(data))
-        else:
-            proto.send_text(data)
-            self._flush()
-
-    def _later(self, fn: Callable[[Any], None], data: bytes | memoryview) -> None:
-        """Run ``fn(data)`` under the lock in a helper greenlet. A free lock is taken right here, so
-        the rest of a partial write cannot be overtaken by any other sender; a held one is queued for
-        (gevent's lock wakes waiters first come, first served)."""
-        self._backlog += 1
-        held = not self._lock.locked()
-        if held:
-            self._lock.acquire()
-        gevent.spawn(self._run_later, fn, data, held)
-
-    def _run_later(self, fn: Callable[[Any], None], data: bytes | memoryview, held: bool) -> None:
-        try:
-            if not held:
-                self._lock.acquire()
-                held = True
-            fn(data)
-        except Exception as exc:  # the next send raises ConnectionError with this cause
-            self._send_error = self._send_error or f"{type(exc).__name__}: {exc}"
-        finally:
-            if held:
-                self._lock.release()
-            self._backlog -= 1
 
     def _flush(self) -> None:
         for chunk in self.protocol.data_to_send():
