@@ -1,6 +1,6 @@
 """``python -m bench``: sessions per harness core, against a simulator on the other core.
 
-    python -m bench                      # full ramp + baseline, ~10 min: bench/results/<date>.json + bench/RESULTS.md
+    python -m bench                      # ws:// and wss:// ramps + baseline, ~25 min: bench/results/<date>.json + bench/RESULTS.md
     python -m bench --quick --out DIR    # CI smoke: 5 and 10 sessions, a few seconds per step
 
 Each step is a fresh simulator process (core 1) and a fresh load process (core 0); see
