@@ -231,4 +231,4 @@ def register(runner: Any, get_coord: Callable[[], Coordinator | None], link: Wor
         if coord is not None:
             coord.on_ask(environment, msg)
 
-    runner.register_message(ASK, on_ask)
+    runner.register_message(ASK, on_ask, concurrent=True)  # answers are sent outside the receive loop

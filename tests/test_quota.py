@@ -289,7 +289,7 @@ def test_200_arrivals_against_the_simulator_quota_take_the_planned_ramp(tmp_path
     assert 9.0 * 0.95 <= ramp <= 9.0 * (1.25 if mode == "local" else 1.6), ramp
     if mode == "distributed":
         assert len({s["worker"] for s in sessions}) == 2
-    print(f"{mode}: ramp {ramp:.2f} s (plan 9.0 s), max {qs.max_in_window(opened, 1.5)} per 1.5 s window")
+    print(f"{mode}: ramp {ramp:.2f} s (plan 9.0 s); simulator refusals: none")
 
 
 def test_sessions_at_the_maximum_length_reconnect_and_finish_the_conversation(tmp_path):
