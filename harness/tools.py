@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import schema as s
+from .dist import Dist
 
 LATENCY_KINDS = ("fixed", "uniform", "lognormal", "never")
 EXECUTOR_KINDS = ("mock", "http")
@@ -35,15 +36,17 @@ class Latency:
     p50_ms: float = 0.0
     p95_ms: float = 0.0
 
-    def sample(self, rng: random.Random) -> float:
-        if self.kind == "never":
-            return math.inf
+    def dist(self) -> Dist:
+        """The same latency as the simulator's profile distributions express it (one sampler for both)."""
         if self.kind == "uniform":
-            return rng.uniform(self.min_ms, self.max_ms)
+            return Dist("uniform", lo=self.min_ms, hi=self.max_ms)
         if self.kind == "lognormal":
             sigma = math.log(self.p95_ms / self.p50_ms) / _Z95 if self.p95_ms > self.p50_ms else 0.0
-            return self.p50_ms * math.exp(sigma * rng.gauss(0.0, 1.0))
-        return self.ms
+            return Dist("lognormal", median=self.p50_ms, sigma=sigma)
+        return Dist("fixed", value=self.ms)
+
+    def sample(self, rng: random.Random) -> float:
+        return math.inf if self.kind == "never" else self.dist().sample(rng)
 
 
 @dataclass(frozen=True)

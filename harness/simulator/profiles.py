@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import random
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import yaml
 
 from .. import paths
+from ..dist import Dist
 from ..limits import AZURE_S0, UNLIMITED, Limits
 
 PROFILE_DIR = paths.profiles_dir()  # scenarios/profiles in a checkout, harness/_shipped/profiles in a wheel
@@ -35,42 +35,6 @@ FAULTS = ("error_mid_turn", "disconnect_mid_response", "stall_response", "handsh
 
 class ProfileError(ValueError):
     """A profile that does not validate; the message names the file and the field."""
-
-
-@dataclass(frozen=True, slots=True)
-class Dist:
-    """A seeded distribution: fixed value, normal(mean, sd), lognormal(median, sigma) or uniform(lo, hi)."""
-
-    kind: str = "fixed"
-    value: float = 0.0
-    mean: float = 0.0
-    sd: float = 0.0
-    median: float = 1.0
-    sigma: float = 0.0
-    lo: float = 0.0
-    hi: float = 0.0
-    min: float | None = None
-    max: float | None = None
-
-    def sample(self, rng: random.Random) -> float:
-        if self.kind == "fixed":
-            x = self.value
-        elif self.kind == "normal":
-            x = rng.gauss(self.mean, self.sd)
-        elif self.kind == "lognormal":
-            x = self.median * math.exp(rng.gauss(0.0, self.sigma))
-        else:
-            x = rng.uniform(self.lo, self.hi)
-        if self.min is not None:
-            x = max(self.min, x)
-        if self.max is not None:
-            x = min(self.max, x)
-        return x
-
-    @property
-    def typical(self) -> float:
-        """The centre of the distribution (for docs and summaries)."""
-        return {"fixed": self.value, "normal": self.mean, "lognormal": self.median}.get(self.kind, (self.lo + self.hi) / 2)
 
 
 @dataclass(frozen=True, slots=True)
