@@ -23,7 +23,7 @@ import pytest
 import soundfile as sf
 import yaml
 
-from harness import auth, cli
+from harness import auth, cli, run_command
 from harness.fixtures import load_manifest
 from harness.scenario import load_scenario
 
@@ -156,7 +156,7 @@ def test_absurd_command_line_numbers_and_bad_targets_are_refused(tmp_path, capsy
     monkeypatch.setattr(SimulatorProcess, "start", never)
     sc = load_scenario(write(tmp_path, GOOD))
     out = tmp_path / "out"
-    assert cli.run_scenario(sc, _args(out=str(out), **kw)) == 2
+    assert run_command.run_scenario(sc, _args(out=str(out), **kw)) == 2
     err = capsys.readouterr().err
     assert f"error: {expected}" in err, err
     assert "sk-VOICELOAD-in-url" not in err

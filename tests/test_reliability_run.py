@@ -233,7 +233,7 @@ def test_read_only_and_too_small_filesystems_are_refused(tmp_path, tmpfs):
 
 def test_full_disk_is_refused_in_process_without_starting_anything(tmp_path, monkeypatch, capsys):
     """os.statvfs says 3 MiB free: run_scenario refuses with exit 2 before any simulator or session."""
-    from harness import auth, cli, rundir
+    from harness import auth, rundir, run_command
     from harness.simulator import SimulatorProcess
 
     real = os.statvfs
@@ -256,7 +256,7 @@ def test_full_disk_is_refused_in_process_without_starting_anything(tmp_path, mon
     args = argparse.Namespace(target=None, users=None, spawn_rate=None, duration=None, sessions_per_user=None,
                               out=str(out), profile=None, seed=None, junit=None, kernel_timestamps=False, quiet=True,
                               prices=None, max_cost=None, allow_expectation_failures=False, simulator_tls=False)
-    assert cli.run_scenario(sc, args) == 2
+    assert run_command.run_scenario(sc, args) == 2
     text = capsys.readouterr().err
     assert f"output directory {out} has only 3 MiB free; a run needs at least 50 MiB" in text, text
     assert not (out / "sessions.jsonl").exists()
