@@ -3,10 +3,10 @@
 A user-space stamp taken after ``recv()`` returns carries the reader's scheduling delay, which grows
 with load (at 500 sessions the caller's p99 was 7-21 ms; the simulator's event loop lags the same
 way). The kernel stamps each segment on arrival, so both ends of a measurement use these when the
-socket is plain TCP: the caller's transport (gevent, ``recvmsg``) and the simulator (asyncio, whose
-selector transport reads through :class:`_StampingSocket`). The caller's TLS is sans-I/O (client/
-tlsio.py), so its wss:// reads keep kernel stamps too; the simulator's asyncio TLS transport hides the
-socket, so its wss:// reads keep user-space stamps.
+socket is TCP: the caller's transport (gevent, ``recvmsg``) and the simulator (asyncio, whose
+selector transport reads through :class:`_StampingSocket`). Both keep them over TLS: the caller's TLS
+is sans-I/O (client/tlsio.py); the simulator's asyncio TLS layer decrypts each read of the TCP socket
+and hands the plaintext on in the same call, so the stamp of that read still applies.
 
 For TCP the stamp is that of the last segment the read consumed: an early message in a batched read
 is stamped up to the batch span late, never early, and never later than a user-space stamp.
@@ -57,35 +57,51 @@ _last = threading.local()  # one event loop per thread; recv and data_received r
 
 
 class _StampingSocket(socket.socket):
-    """asyncio's selector transport reads with ``self._sock.recv(n)`` and hands the bytes to the
-    protocol's ``data_received`` in the same call; this ``recv`` keeps the kernel stamp for it."""
+    """asyncio's selector transport reads with ``self._sock.recv(n)`` (or ``recv_into`` for a buffered
+    protocol such as its TLS layer) and hands the bytes to the protocol in the same call; these keep
+    the read's kernel stamp, and which socket it came from, for :func:`take_read_stamp`."""
 
     __slots__ = ()
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         data, ancdata, _flags, _addr = self.recvmsg(bufsize, ANCILLARY_SIZE, flags)
-        _last.wall_ns = wall_ns(ancdata)
+        _last.wall_ns, _last.fd = wall_ns(ancdata), self.fileno()
         return data
 
+    def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:  # type: ignore[override]
+        view = memoryview(buffer)
+        n, ancdata, _flags, _addr = self.recvmsg_into([view[:nbytes] if nbytes else view], ANCILLARY_SIZE, flags)
+        _last.wall_ns, _last.fd = wall_ns(ancdata), self.fileno()
+        return n
 
-def stamp_asyncio_reads(transport: object) -> bool:
-    """Make a plain-TCP asyncio transport keep kernel stamps for :func:`take_read_stamp`.
 
-    Relies on a private detail (``transport._sock`` is the socket it reads); anything unexpected
-    (TLS, another transport class, a socket subclass) leaves the transport untouched and returns False.
+def stamp_asyncio_reads(transport: object) -> int:
+    """Make an asyncio TCP transport (plain, or asyncio's TLS over TCP) keep kernel stamps for
+    :func:`take_read_stamp`; returns the TCP socket's descriptor to pass to it, or 0.
+
+    Relies on private details (``transport._sock`` is the socket a selector transport reads; a TLS
+    transport's ``_ssl_protocol._transport`` is the TCP transport under it); anything unexpected
+    (another transport class, a socket subclass) leaves the transport untouched and returns 0.
     """
+    ssl_protocol = getattr(transport, "_ssl_protocol", None)
+    if ssl_protocol is not None:  # asyncio's TLS: decrypted data is delivered within the TCP read's call
+        transport = getattr(ssl_protocol, "_transport", None)
     sock = getattr(transport, "_sock", None)
     get_extra = getattr(transport, "get_extra_info", None)
     if type(sock) is not socket.socket or get_extra is None or get_extra("sslcontext") is not None:
-        return False
+        return 0
     if sock.type != socket.SOCK_STREAM or not enable(sock):
-        return False
+        return 0
     sock.__class__ = _StampingSocket
-    return True
+    return sock.fileno()
 
 
-def take_read_stamp() -> int:
-    """The kernel arrival stamp (CLOCK_REALTIME ns) of this thread's last stamped read, once; else 0."""
+def take_read_stamp(fd: int = -1) -> int:
+    """The kernel arrival stamp (CLOCK_REALTIME ns) of this thread's last stamped read, once; else 0.
+    With ``fd``, only if that read was on that socket (a TLS read that completed no record leaves its
+    stamp behind, which must not date another connection's data)."""
     k = getattr(_last, "wall_ns", 0)
+    if fd >= 0 and getattr(_last, "fd", -1) != fd:
+        return 0
     _last.wall_ns = 0
     return k

@@ -21,6 +21,7 @@ from harness.client.session import CallerSession, SessionOptions, prepare
 from harness.histogram import MsHistogram
 from harness.scenario import load_scenario
 from harness.simulator import start_simulator
+from harness.tlsconf import self_signed, server_context
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,9 +39,16 @@ def _cwd(monkeypatch):
     monkeypatch.chdir(ROOT)
 
 
-def test_both_ends_stamp_reads_with_the_kernel_arrival_instant(one_turn):
-    with start_simulator("ideal") as sim:
-        s = CallerSession(one_turn, embedded_endpoint("e", sim.url), SessionOptions(session_id="k"))
+@pytest.mark.parametrize("tls", [False, True], ids=["ws", "wss"])
+def test_both_ends_stamp_reads_with_the_kernel_arrival_instant(one_turn, tls, tmp_path):
+    """Over wss:// too: the caller decrypts sans-I/O (client/tlsio.py); the simulator's asyncio TLS layer
+    reads the TCP socket, whose reads keep their kernel stamps (kstamp.stamp_asyncio_reads)."""
+    files = self_signed(tmp_path / "tls") if tls else None
+    ctx = server_context(files.cert, files.key) if files else None
+    with start_simulator("ideal", ssl_context=ctx) as sim:
+        assert sim.url.startswith("wss://" if tls else "ws://")
+        s = CallerSession(one_turn, embedded_endpoint("e", sim.url, files.ca if files else None),
+                          SessionOptions(session_id="k"))
         rec = s.run()
         stats = sim.simulator.stats()
     assert rec.outcome == "ok" and rec.turns_recorded == 1
@@ -101,8 +109,24 @@ def test_kernel_stamp_parsing_and_asyncio_guard():
     class NotATransport:
         _sock = object()
 
-    assert kstamp.stamp_asyncio_reads(NotATransport()) is False
+    assert kstamp.stamp_asyncio_reads(NotATransport()) == 0
     assert kstamp.take_read_stamp() == 0
+
+
+def test_a_read_stamp_dates_only_its_own_sockets_data():
+    """A TLS read that completes no record leaves its stamp behind: another connection must not take it."""
+    import socket
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with a, b:
+        a.__class__ = kstamp._StampingSocket  # what stamp_asyncio_reads does to a TCP socket
+        b.sendall(b"x")
+        buf = bytearray(8)
+        assert a.recv_into(buf) == 1 and buf[:1] == b"x"
+        kstamp._last.wall_ns = 123  # as if the kernel had stamped that read
+        assert kstamp.take_read_stamp(a.fileno() + 1000) == 0  # another socket's data: not dated by it
+        assert kstamp.take_read_stamp(a.fileno()) == 123
+        assert kstamp.take_read_stamp(a.fileno()) == 0  # taken once
 
 
 def test_histogram_percentiles_merge_and_copy():

@@ -54,7 +54,8 @@ def test_run_over_wss_against_the_embedded_simulator(tmp_path):
     turns = list(read_records(out / "turns.jsonl"))
     assert len(turns) == 2 and all(t["complete"] and t["first_audio_ms"] > 0 for t in turns), turns
     cmp = compare([t for t in turns if t["valid"]], list(read_records(out / "truth-embedded.jsonl")))
-    assert cmp and all(abs(c.error_ms) < 10.0 for c in cmp), cmp  # the simulator stamps in user space over TLS
+    # both ends date reads with the kernel's arrival instant over TLS too (client/tlsio.py, kstamp.py)
+    assert cmp and all(abs(c.error_ms) < 2.0 for c in cmp), cmp
     check = meta["self_check"]
     assert check["event_stamp"] == "kernel" and check["stamp_reads"] > 0, check
 

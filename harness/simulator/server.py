@@ -67,7 +67,8 @@ class _StampedConnection(ServerConnection):
         self.on_lost: Any = None
         self.early: list[tuple[bytes, int, int]] = []  # messages that beat the handler to it
         self.on_message: Any = self._keep_early  # (data: bytes, mono_ns, wall_ns) -> None
-        self.kernel_stamps = kernel_stamps  # receive stamps from SO_TIMESTAMPNS on plain TCP
+        self.kernel_stamps = kernel_stamps  # receive stamps from SO_TIMESTAMPNS (plain TCP or TLS over it)
+        self._stamp_fd = -1  # the TCP socket whose reads carry them
         self.rx_delays = rx_delays  # user-space stamp - kernel stamp, per read (the simulator's)
 
     def _keep_early(self, data: bytes, mono: int, wall: int) -> None:
@@ -76,11 +77,12 @@ class _StampedConnection(ServerConnection):
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         if self.kernel_stamps:
-            self.kernel_stamps = kstamp.stamp_asyncio_reads(transport)
+            fd = kstamp.stamp_asyncio_reads(transport)
+            self.kernel_stamps, self._stamp_fd = fd > 0, fd
 
     def data_received(self, data: bytes) -> None:
         mono, wall = time.monotonic_ns(), time.time_ns()
-        k = kstamp.take_read_stamp() if self.kernel_stamps else 0
+        k = kstamp.take_read_stamp(self._stamp_fd) if self.kernel_stamps else 0
         if k and 0 <= wall - k < 10_000_000_000:
             # The kernel's arrival instant: the truth log's receive stamps then carry none of this
             # event loop's lag (p99 3 ms at 200 sessions), which would otherwise count as harness error.
@@ -217,7 +219,7 @@ class Simulator:
                  fixtures_dir: str = "audio_fixtures", replies: list[Any] | None = None,
                  kernel_stamps: bool = True, ssl_context: Any = None,
                  extra_fixture_dirs: tuple[str, ...] = ()) -> None:
-        self.ssl_context = ssl_context  # serve wss:// (harness/tlsconf.py); kernel stamps need plain TCP
+        self.ssl_context = ssl_context  # serve wss:// (harness/tlsconf.py); kernel stamps work over it too
         self.profile = load_profile(profile, overrides)
         self.seed = self.profile.seed if seed is None else int(seed)
         self.host, self.port = host, port
