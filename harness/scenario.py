@@ -7,131 +7,20 @@ only substitution is ``${VAR}`` / ``${VAR:-default}`` from the environment.
 
 from __future__ import annotations
 
-import datetime
-
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from . import schema as s
-from .protocol import endpoint as ep
-from .quota import parse_limits
+from .scenario_targets import parse_targets
+from .scenario_turns import check_expectations_can_pass, parse_turn
+from .scenario_turns import check_fixtures as _check_fixtures
+from .scenario_types import (MAX_USERS, SHAPES, AbortOn, AudioSpec, Expectations, LoadSpec,  # noqa: F401
+                             Perturbation, Scenario, ShapeSpec, TargetSpec, TurnSpec)
 
 ScenarioError = s.ValidationError
-
-SHAPES = ("flat", "step", "spike", "soak", "breakpoint", "arrivals")
-MAX_USERS = 20000  # beyond this a single run is a typo, not a test
-
-
-@dataclass
-class TargetSpec:
-    """One system under test: the embedded simulator or a real Voice Live endpoint."""
-
-    name: str
-    embedded: bool = True
-    profile: str = "realistic"  # simulator profile when embedded
-    tls: bool = False  # embedded: serve wss:// with a throw-away local CA the callers trust
-    target: ep.Target | None = None  # real endpoint when not embedded
-    limits: dict[str, Any] | None = None  # target.limits as given (quota.merge_limits puts it over the defaults)
-
-
-@dataclass
-class Expectations:
-    transcript_contains: list[str] = field(default_factory=list)
-    response_contains: list[str] = field(default_factory=list)
-    max_first_audio_ms: float | None = None
-    max_vad_ms: float | None = None
-    max_wer: float | None = None
-    reason: str | None = None  # expected outcome, e.g. "cancelled" for the interrupted turn
-    tool: Any = None  # tools.ToolExpect: the function the agent should call, and its arguments
-
-
-@dataclass
-class TurnSpec:
-    fixture: str
-    pause_ms: int = 600  # caller silence before speaking (after the previous response ended)
-    barge_in_after_ms: int | None = None  # speak this long after the previous response's first audio
-    manual_commit: bool = False
-    expect: Expectations = field(default_factory=Expectations)
-    # Speech synthesis (harness/tts): a say: line has no fixture until prepare_speech() makes one per
-    # caller variant: variant_fixtures[i] = (fixture id, directory); fixture is variant 0's id.
-    say: Any = None  # words the caller says, synthesised before load (harness.tts.spec.SayLine)
-    variant_fixtures: list[tuple[str, str]] = field(default_factory=list)
-    # Branching (harness/branching.py): the turn's id in records and gotos, where the caller goes next.
-    id: str = ""
-    goto: str | None = None  # unconditional jump after this turn: a turn id or "end"
-    branches: list[Any] = field(default_factory=list)  # branching.Branch, tried in order on the response
-    next: int | None = None  # index of the next turn when no branch is taken (None: the session ends)
-
-
-@dataclass
-class Perturbation:
-    snr_db: float | None = None
-    gain_db: float = 0.0
-    drop_rate: float = 0.0  # fraction of chunks lost in transit (not sent; the clock goes on)
-
-
-@dataclass
-class AudioSpec:
-    chunk_ms: int = 20
-    room_tone_dbfs: float | None = None  # None = digital silence between utterances
-    trailing_silence_ms: int = 1500
-    perturb: Perturbation = field(default_factory=Perturbation)
-    record_fraction: float = 0.0  # fraction of sessions saved as stereo WAV (caller L, agent R)
-
-
-@dataclass
-class ShapeSpec:
-    type: str = "flat"
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class AbortOn:
-    """``load.abort_on``: when to stop a run that cannot produce data (harness/abort.py)."""
-
-    refused_sessions: int = 3  # the first N sessions all refused with 401/403/404 → abort (0 = never)
-
-
-@dataclass
-class LoadSpec:
-    users: int = 1
-    spawn_rate: float = 1.0
-    duration_s: float = 60.0
-    sessions_per_user: int | None = None  # None: keep starting sessions until the duration ends
-    think_time_s: tuple[float, float] = (0.0, 0.0)  # between sessions of one user
-    turn_timeout_s: float = 20.0
-    stop_timeout_s: float = 30.0
-    shape: ShapeSpec = field(default_factory=ShapeSpec)
-    max_pacing_lag_ms: float = 10.0  # turns streamed later than this are flagged valid=false
-    abort_on: AbortOn = field(default_factory=AbortOn)
-
-
-@dataclass
-class Scenario:
-    name: str
-    file: str
-    description: str
-    targets: list[TargetSpec]
-    session: dict[str, Any]
-    conversation: list[TurnSpec]
-    audio: AudioSpec
-    load: LoadSpec
-    thresholds: list[str]
-    fixtures_dir: str = "audio_fixtures"
-    max_turns: int | None = None  # turns per session when the conversation branches or loops
-    tools: list[Any] = field(default_factory=list)  # tools.FunctionTool, answered by the caller
-    mcp_tools: list[dict[str, Any]] = field(default_factory=list)  # MCP servers the service calls itself
-    speech: Any = None  # defaults of say: lines and their cache (harness.tts.spec.SpeechSpec)
-    variants: list[Any] = field(default_factory=list)  # callers, one per session (harness.tts.spec.Variant)
-
-    @property
-    def manual(self) -> bool:
-        """turn_detection: null means push-to-talk: the client commits and asks for responses."""
-        return "turn_detection" in self.session and self.session["turn_detection"] is None
 
 
 def load_scenario(path: str | os.PathLike[str], *, env: dict[str, str] | None = None,
@@ -166,7 +55,7 @@ def parse_scenario(data: Any, file: str, *, env: dict[str, str] | None = None,
                         "thresholds", "fixtures_dir", "tools", "speech", "variants", "max_turns"), "", p)
     name = s.get_str(data, "name", "", p, Path(file).stem) or Path(file).stem
     fixtures_dir = _beside(s.get_str(data, "fixtures_dir", "", p, "audio_fixtures") or "audio_fixtures", file)
-    targets = _targets(data, p)
+    targets = parse_targets(data, p)
     for t in targets:  # a profile file beside the scenario, like its fixtures (names: shipped profiles)
         t.profile = _beside(t.profile, file, Path.is_file) if t.profile.endswith((".yaml", ".yml")) else t.profile
     session = s.get_dict(data, "session", "", p)
@@ -176,7 +65,7 @@ def parse_scenario(data: Any, file: str, *, env: dict[str, str] | None = None,
 
     speech = parse_speech(s.get_dict(data, "speech", "", p), p)
     variants = parse_variants(data, speech, p)
-    conversation = [_turn(t, f"conversation[{i}]", p, tool_names, speech)
+    conversation = [parse_turn(t, f"conversation[{i}]", p, tool_names, speech)
                     for i, t in enumerate(s.get_list(data, "conversation", "", p))]
     if not conversation and "conversation" not in [k for k, _ in p.items]:
         p.add("conversation", "at least one turn is required")
@@ -191,7 +80,7 @@ def parse_scenario(data: Any, file: str, *, env: dict[str, str] | None = None,
             p.add(f"{tpath}.manual_commit", "needs session.turn_detection: null (server VAD commits itself)")
         if manual and t.barge_in_after_ms is not None:
             p.add(f"{tpath}.barge_in_after_ms", "barge-in needs server VAD (turn_detection is null)")
-    _check_expectations_can_pass(conversation, session, targets, p)
+    check_expectations_can_pass(conversation, session, targets, p)
     audio = _audio(s.get_dict(data, "audio", "", p), p)
     load = _load(s.get_dict(data, "load", "", p), p)
     thresholds = _thresholds(s.get_list(data, "thresholds", "", p), p)
@@ -228,108 +117,6 @@ def _tools(data: dict[str, Any], session: dict[str, Any], p: s.Problems) -> tupl
     return functions, mcp, names
 
 
-def _check_expectations_can_pass(conversation: list[TurnSpec], session: dict[str, Any], targets: list[TargetSpec],
-                                 p: s.Problems) -> None:
-    """Refuse expectations that no run could ever meet: a gate that always fails is a typo, not a test."""
-    for i, t in enumerate(conversation):
-        if t.expect.transcript_contains and not _transcribes(session, targets):
-            p.add(f"conversation[{i}].expect.transcript_contains", "can never pass: input transcription is off "
-                  "(set session.input_audio_transcription, e.g. {model: azure-speech}; realtime models and the "
-                  "embedded simulator start without it)")
-        if t.expect.reason == "cancelled":
-            nxt = conversation[i + 1] if i + 1 < len(conversation) else None
-            if nxt is None or nxt.barge_in_after_ms is None:
-                p.add(f"conversation[{i}].expect.reason", "can never pass: 'cancelled' needs the next turn to "
-                      "interrupt this one (conversation[" + str(i + 1) + "].barge_in_after_ms), and "
-                      + ("there is no next turn" if nxt is None else "it has none"))
-
-
-def _transcribes(session: dict[str, Any], targets: list[TargetSpec]) -> bool:
-    """Whether input transcripts will arrive: configured explicitly, or on by default for every target
-    (cascaded models and agents; realtime models and the embedded simulator start with it off)."""
-    if "input_audio_transcription" in session:
-        return session["input_audio_transcription"] is not None
-    from .protocol.session import is_realtime_model
-
-    return bool(targets) and all(
-        not t.embedded and t.target is not None and (t.target.agent is not None or not is_realtime_model(t.target.model))
-        for t in targets)
-
-
-def _targets(data: dict[str, Any], p: s.Problems) -> list[TargetSpec]:
-    if "target" in data and "targets" in data:
-        p.add("targets", "give either target or targets, not both")
-        return []
-    if "targets" in data:
-        raw = s.get_list(data, "targets", "", p)
-        if not raw and "targets" not in [k for k, _ in p.items]:
-            p.add("targets", "at least one target is required")
-        specs = [_target(t, f"targets[{i}]", p) for i, t in enumerate(raw)]
-        names = [t.name for t in specs]
-        for i, n in enumerate(names):
-            if names.index(n) != i:
-                p.add(f"targets[{i}].name", f"duplicate target name {n!r}: names tag every record")
-        return specs
-    return [_target(data.get("target", "embedded"), "target", p)]
-
-
-def _target(raw: Any, path: str, p: s.Problems) -> TargetSpec:
-    if raw == "embedded" or raw is None:
-        return TargetSpec(name="embedded")
-    if not isinstance(raw, dict):
-        p.add(path, f"expected 'embedded' or a mapping with endpoint/model/agent/auth, got {raw!r}")
-        return TargetSpec(name="embedded")
-    if raw.get("embedded") or raw.get("type") == "embedded" or raw.get("endpoint") == "embedded":
-        # endpoint: ${EASTUS2_ENDPOINT:-embedded} runs offline on the simulator, on Azure when the variable is set
-        s.check_keys(raw, ("name", "embedded", "type", "profile", "endpoint", "api_version", "model", "agent",
-                           "auth", "region", "extra_query", "open_timeout_s", "limits", "tls"), path, p)
-        tls = raw.get("tls", False)
-        if not isinstance(tls, bool):
-            p.add(s.join(path, "tls"), f"expected true or false, got {tls!r}")
-            tls = False
-        return TargetSpec(name=s.get_str(raw, "name", path, p, "embedded") or "embedded", embedded=True,
-                          profile=s.get_str(raw, "profile", path, p, "realistic") or "realistic",
-                          limits=parse_limits(raw.get("limits"), s.join(path, "limits"), p), tls=tls)
-    s.check_keys(raw, ("name", "endpoint", "api_version", "model", "agent", "auth", "region", "extra_query",
-                       "open_timeout_s", "type", "profile", "limits", "ca_file"), path, p)
-    if isinstance(raw.get("api_version"), datetime.date):  # api_version: 2026-07-15 unquoted is a YAML date
-        raw = {**raw, "api_version": raw["api_version"].isoformat()}
-    endpoint = s.get_str(raw, "endpoint", path, p)
-    if not endpoint:
-        p.add(s.join(path, "endpoint"), "required for a non-embedded target (or write target: embedded)")
-        endpoint = ""
-    agent = None
-    if "agent" in raw:
-        a = s.get_dict(raw, "agent", path, p)
-        apath = s.join(path, "agent")
-        s.check_keys(a, ("name", "project_name", "version", "conversation_id", "authentication_identity_client_id",
-                         "foundry_resource_override", "agent_id", "access_token_env"), apath, p)
-        agent = ep.AgentConfig(**{k: (str(v) if v is not None else None) for k, v in a.items()
-                                  if k in ep.AgentConfig.__dataclass_fields__})
-    auth_raw = s.get_dict(raw, "auth", path, p)
-    s.check_keys(auth_raw, ("kind", "api_key_env", "token_env", "scope", "tenant_id", "in_query"),
-                 s.join(path, "auth"), p)
-    kind = s.get_str(auth_raw, "kind", s.join(path, "auth"), p, "entra", choices=("none", "api_key", "entra", "token"))
-    auth = ep.AuthConfig(**{**{k: v for k, v in auth_raw.items() if k in ep.AuthConfig.__dataclass_fields__},
-                            "kind": kind or "entra"})
-    extra = s.get_dict(raw, "extra_query", path, p)
-    target = ep.Target(name=s.get_str(raw, "name", path, p) or s.get_str(raw, "region", path, p) or "target",
-                       endpoint=endpoint,
-                       api_version=s.get_str(raw, "api_version", path, p, ep.DEFAULT_API_VERSION)
-                       or ep.DEFAULT_API_VERSION,
-                       model=s.get_str(raw, "model", path, p), agent=agent, auth=auth,
-                       region=s.get_str(raw, "region", path, p),
-                       extra_query={str(k): str(v) for k, v in extra.items()},
-                       open_timeout_s=s.get_float(raw, "open_timeout_s", path, p, 30.0, lo=0.1, hi=600) or 30.0,
-                       ca_file=s.get_str(raw, "ca_file", path, p) or None)
-    if endpoint:
-        for problem in target.validate():
-            p.add(path if ":" not in problem else s.join(path, problem.split(":", 1)[0].removeprefix("target.")),
-                  problem.split(":", 1)[-1].strip())
-    return TargetSpec(name=target.name, embedded=False, target=target,
-                      limits=parse_limits(raw.get("limits"), s.join(path, "limits"), p))
-
-
 def _check_session(session: dict[str, Any], p: s.Problems) -> None:
     try:
         from .protocol.session import validate_session
@@ -345,59 +132,6 @@ def session_warnings(scenario: Any) -> list[str]:
     from .protocol.session import validate_session
 
     return [f"{s.join('session', i.param)}: {i.message}" for i in validate_session(scenario.session) if i.warning]
-
-
-def _turn(raw: Any, path: str, p: s.Problems, tool_names: list[str] | None = None,
-          speech: Any = None) -> TurnSpec:
-    if isinstance(raw, str):
-        raw = {"fixture": raw}
-    if not isinstance(raw, dict):
-        p.add(path, f"expected a mapping with at least 'fixture', got {raw!r}")
-        return TurnSpec(fixture="")
-    s.check_keys(raw, ("fixture", "pause_ms", "barge_in_after_ms", "manual_commit", "expect", "say", "voice", "rate",
-                       "id", "goto", "branches"), path, p)
-    from .tts.spec import parse_say
-
-    say = parse_say(raw, path, speech, p)
-    fixture = s.get_str(raw, "fixture", path, p)
-    if not fixture and say is None and "say" not in raw:
-        p.add(s.join(path, "fixture"), "required: a fixture id from audio_fixtures/manifest.yaml (or say: \"the "
-                                       "words\" to synthesise them)")
-    e = s.get_dict(raw, "expect", path, p)
-    epath = s.join(path, "expect")
-    s.check_keys(e, ("transcript_contains", "response_contains", "max_first_audio_ms", "max_vad_ms", "max_wer",
-                     "reason", "tool", "args", "args_match"), epath, p)
-
-    def strings(key: str) -> list[str]:
-        v = e.get(key)
-        if v is None:
-            return []
-        if isinstance(v, str):
-            return [v]
-        if isinstance(v, list) and all(isinstance(x, str) for x in v):
-            return v
-        p.add(s.join(epath, key), "expected a string or a list of strings")
-        return []
-
-    from .records import REASONS
-
-    expect = Expectations(transcript_contains=strings("transcript_contains"),
-                          response_contains=strings("response_contains"),
-                          max_first_audio_ms=s.get_float(e, "max_first_audio_ms", epath, p, lo=1),
-                          max_vad_ms=s.get_float(e, "max_vad_ms", epath, p, lo=1),
-                          max_wer=s.get_float(e, "max_wer", epath, p, lo=0, hi=10),
-                          reason=s.get_str(e, "reason", epath, p, choices=REASONS))
-    from .tools import parse_expect
-
-    expect.tool = parse_expect(e, epath, p, tool_names)
-    spec = TurnSpec(fixture=fixture or "", pause_ms=s.get_int(raw, "pause_ms", path, p, 600, lo=0, hi=600_000) or 0,
-                    barge_in_after_ms=s.get_int(raw, "barge_in_after_ms", path, p, None, lo=0, hi=60_000),
-                    manual_commit=s.get_bool(raw, "manual_commit", path, p, False), expect=expect, say=say)
-    from .branching import parse_links
-
-    parse_links(spec, raw, path, p, lambda r, q: _turn(r, q, p, tool_names, speech))
-    return spec
-
 
 
 def _audio(raw: dict[str, Any], p: s.Problems) -> AudioSpec:
@@ -491,17 +225,3 @@ def _beside(value: str, file: str, exists: Any = Path.is_dir) -> str:
     return value if Path(value).is_absolute() or not exists(beside) else os.path.abspath(beside)
 
 
-def _check_fixtures(conversation: list[TurnSpec], fixtures_dir: str, file: str, p: s.Problems,
-                    paths: list[str] | None = None) -> None:
-    from .fixtures import FixtureError, library
-
-    try:
-        manifest = library(fixtures_dir)
-    except FixtureError as exc:
-        p.add("fixtures_dir", str(exc))
-        return
-    for i, turn in enumerate(conversation):
-        if turn.fixture and turn.fixture not in manifest:
-            known = ", ".join(sorted(manifest)[:8])
-            where = paths[i] if paths else f"conversation[{i}]"
-            p.add(f"{where}.fixture", f"unknown fixture {turn.fixture!r} (known: {known}, ...)")

@@ -2,7 +2,7 @@
 
 Fields, types, bounds, choices and defaults come from harness/declarations.py (the parser's own
 accessor calls), examples from the shipped scenarios/*.yaml (else from the default or the type), and
-descriptions from the comments on the dataclass attributes in harness/scenario.py plus a few
+descriptions from the comments on the dataclass attributes in harness/scenario_types.py plus a few
 section notes below. A field someone adds to the parser therefore appears with nothing else to
 edit; tests/test_scenario_docs.py fails until the shipped page is regenerated::
 
@@ -136,8 +136,8 @@ EXAMPLES = {
 
 
 def _comments() -> dict[str, str]:
-    """``attribute -> comment`` from the dataclasses of harness/scenario.py; names used twice are dropped."""
-    src = (Path(__file__).resolve().parent / "scenario.py").read_text(encoding="utf-8")
+    """``attribute -> comment`` from the dataclasses of harness/scenario_types.py; names used twice are dropped."""
+    src = (Path(__file__).resolve().parent / "scenario_types.py").read_text(encoding="utf-8")
     seen: dict[str, list[str]] = {}
     for m in re.finditer(r"^    (\w+): [^=\n]+(?:=[^#\n]*)?#\s*(.+)$", src, re.M):
         seen.setdefault(m.group(1), []).append(m.group(2).strip())
