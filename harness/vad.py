@@ -91,7 +91,7 @@ class _Spectral:
         p = np.abs(np.fft.rfft(win * self.window, axis=1)[:, self.lo : self.hi])
         p *= p
         p += 1e-3
-        c = np.cumsum(p, axis=1)
+        c = p.cumsum(axis=1)
         peak = (c[:, 5:] - c[:, :-5]).max(axis=1)
         np.maximum(peak, c[:, 4], out=peak)
         sum_log = np.log(p).sum(axis=1)
@@ -160,7 +160,12 @@ class StreamingVad:
         return self._decide(self._sp.features(buf[:used]))
 
     def _decide(self, feats: list[tuple[float, float, float, float]]) -> list[VadEvent]:
-        """Per-frame scalar loop: noise floor, speech probability, then the start/stop state machine."""
+        """Per-frame scalar loop: noise floor, speech probability, then the start/stop state machine.
+
+        The hottest loop of the simulator (two frames per 20 ms append per session): constants are
+        locals and two-way ``min``/``max`` are conditional expressions returning exactly what the
+        builtins return (``max(a, b)`` is ``b if b > a else a``), so every float is unchanged.
+        """
         p = self.params
         n, sr, threshold = self._sp.n, self.sample_rate, p.threshold
         need = p.speech_duration_ms * sr // 1000
@@ -170,35 +175,46 @@ class StreamingVad:
         cand_start, cand_speech, credit, last_end = self._cand_start, self._cand_speech, self._credit, self._last_end
         prob = self.last_probability
         sp = self._sp
+        db_offset, inv_bins, mean_log_tilt, log_bins = sp.db_offset, sp.inv_bins, sp.mean_log_tilt, sp.log_bins
         log10, exp, log = math.log10, math.exp, math.log
+        gap_cost = GAP_COST * n
         for total, sum_log, tilted, peak5 in feats:
-            e = 10.0 * log10(total) + sp.db_offset  # band energy, dBFS
+            e = 10.0 * log10(total) + db_offset  # band energy, dBFS
             # Spectral flatness, as is and tilted +3 dB/octave: >0.45 for white to pink noise, ~0.1
             # for voiced speech. Leakage outside the strongest 5 bins: ~0 for a tone, >0.005 speech.
-            mean_log = sum_log * sp.inv_bins
-            flat = exp(max(mean_log - log(total), mean_log + sp.mean_log_tilt - log(tilted)) + sp.log_bins)
-            s = min((0.55 - flat) * 5.0, (log10(1.0 - peak5 / total + 1e-9) + 2.7) / 0.6)
+            mean_log = sum_log * inv_bins
+            a = mean_log - log(total)
+            b = mean_log + mean_log_tilt - log(tilted)
+            flat = exp((b if b > a else a) + log_bins)
+            a = (0.55 - flat) * 5.0
+            b = (log10(1.0 - peak5 / total + 1e-9) + 2.7) / 0.6
+            s = b if b < a else a
             s = 0.0 if s < 0.0 else 1.0 if s > 1.0 else s
             if floor is None:
-                floor = max(e, MIN_FLOOR_DB)
+                floor = MIN_FLOOR_DB if MIN_FLOOR_DB > e else e
             height = e - floor
-            x = (e - max(floor, peak - PEAK_RANGE_DB) - max(SNR_MID_DB, SPREAD_K * spread)) / SNR_SLOPE_DB
-            prob = s / (1.0 + math.exp(-x)) if x > -30.0 else 0.0
+            a = peak - PEAK_RANGE_DB
+            b = SPREAD_K * spread
+            x = (e - (a if a > floor else floor) - (b if b > SNR_MID_DB else SNR_MID_DB)) / SNR_SLOPE_DB
+            prob = s / (1.0 + exp(-x)) if x > -30.0 else 0.0
             if prob < threshold and not speaking and cand_start < 0:
-                spread += SPREAD_ALPHA * (min(max(height, 0.0), 15.0) - spread)
+                h = 0.0 if 0.0 > height else height
+                spread += SPREAD_ALPHA * ((15.0 if 15.0 < h else h) - spread)
             # Stationarity on a 40 ms moving average of power: sudden steady noise is absorbed fast.
             lin.append(10.0 ** (e * 0.1))
             if len(lin) > SMOOTH_FRAMES:
                 del lin[0]
-            recent.append(10.0 * math.log10(sum(lin) / len(lin)))
+            recent.append(10.0 * log10(sum(lin) / len(lin)))
             if len(recent) > STATIONARY_FRAMES:
                 del recent[0]
             if e < floor:
                 floor += FLOOR_FALL * (e - floor)
             elif len(recent) == STATIONARY_FRAMES and max(recent) - min(recent) < STATIONARY_DB:
-                floor += FLOOR_CHASE * max(0.0, min(recent) - STATIONARY_DB - floor)
+                a = min(recent) - STATIONARY_DB - floor
+                floor += FLOOR_CHASE * (a if a > 0.0 else 0.0)
             else:
-                floor += min(FLOOR_RISE_DB, e - floor)
+                a = e - floor
+                floor += a if a < FLOOR_RISE_DB else FLOOR_RISE_DB
             if floor < MIN_FLOOR_DB:
                 floor = MIN_FLOOR_DB
             start, pos = pos, pos + n
@@ -231,7 +247,7 @@ class StreamingVad:
             else:
                 gap += n
                 if cand_start >= 0:
-                    credit -= GAP_COST * n
+                    credit -= gap_cost
                     if credit < 0 or gap >= silence_needed:
                         cand_start = -1
         self._spread = spread
