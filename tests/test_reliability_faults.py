@@ -19,6 +19,7 @@ import pytest
 
 import faultserver as fs
 from harness.client import runner as runner_mod
+from harness.client import connection as connection_mod
 from harness.client import session as session_mod
 from harness.client.endpoints import embedded_endpoint
 from harness.client.runner import LoadRunner
@@ -257,7 +258,7 @@ def batch(tmp_path_factory):
     ProbeSession.instances = []
     mp = pytest.MonkeyPatch()
     mp.setattr(runner_mod, "CallerSession", ProbeSession)
-    mp.setattr(session_mod, "MAX_RETRY_AFTER_S", 0.2)  # the retry schedule, shortened for the test
+    mp.setattr(connection_mod, "MAX_RETRY_AFTER_S", 0.2)  # the retry schedule, shortened for the test
     servers: list[Any] = []
     try:
         sim = SimulatorProcess(profile="ideal").start()

@@ -16,7 +16,7 @@ from ..limits import UNLIMITED, Limits
 from ..protocol import endpoint as ep
 from ..quota import default_limits, merge_limits, resource_key
 from ..scenario import Scenario, TargetSpec
-from .session import Endpoint
+from .options import Endpoint
 
 EMBEDDED_MODEL = "gpt-realtime"
 

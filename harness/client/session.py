@@ -10,14 +10,12 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import gevent
 import gevent.event
 
-from .. import audio, auth, fixtures
-from ..limits import UNLIMITED, Limits
+from .. import fixtures, audio
 from ..quota import classify_throttle, is_session_expiry, retry_after_from_text
 from ..metrics import TurnContext, build_turn_record
 from ..protocol import events as ev
@@ -25,81 +23,38 @@ from ..records import STOP_ABORTED, SessionRecord, TurnRecord
 from ..branching import next_turn, turn_limit
 from ..scenario import Scenario, TurnSpec
 from ..timeline import SessionTimeline, TurnTimeline
+from .connection import BUDGET_ABORT, MAX_CONNECT_ATTEMPTS, MAX_RETRY_AFTER_S, Connection, _ignore_message
+from .messages import NOISE_VARIANTS, _messages, prepare
+from .options import Endpoint, SessionOptions
 from .pacer import LAG, Mic, Utterance
+from .receive import Receiver
 from .recording import Recorder
-from .tools import ToolRunner, session_with_tools
+from .tools import ToolRunner
 from ..tts.prepare import fixture_for, variant_for
-from .transport import ConnectError, Transport, WALL_MINUS_MONO_NS, connect
+from .transport import Transport, WALL_MINUS_MONO_NS
+
+__all__ = ["BUDGET_ABORT", "MAX_CONNECT_ATTEMPTS", "MAX_RETRY_AFTER_S", "NOISE_VARIANTS", "CallerSession",
+           "Endpoint", "SessionOptions", "prepare", "run_session"]  # the names callers import from here
 
 NS = 1_000_000
-MAX_CONNECT_ATTEMPTS = 4
-MAX_RETRY_AFTER_S = 30.0
 # Diagnostic event logs are capped: a server flooding events (or errors) must not grow memory without bound.
 MAX_SESSION_EVENTS = 1000
 MAX_TURN_EVENTS = 2000
 MAX_SESSION_ERRORS = 100
-BUDGET_ABORT = "stopped while waiting for connection budget"  # the run ended before this caller's turn came
-NOISE_VARIANTS = 8  # distinct noise realisations shared by all sessions (memory stays per-fixture, not per-session)
-
-
-@dataclass
-class Endpoint:
-    """A connectable target. ``url``/``headers`` are called at every connect so tokens stay fresh."""
-
-    name: str
-    url: Callable[[], str]
-    headers: Callable[[], dict[str, str]]
-    display: str  # redacted, safe for logs and records
-    open_timeout_s: float = 30.0
-    resource: str = ""  # quotas belong to a resource (quota.resource_key); "" = this endpoint alone
-    limits: Limits = UNLIMITED  # the resource's quotas (target.limits over the host's defaults)
-    ssl_context: Any = None  # wss:// trust (tlsconf.client_context); None: the system store
 
 
 def _closed_send(data: bytes) -> None:
     raise ConnectionError("session ended")
 
 
-def _ignore_message(payload: bytes, t: int, binary: bool) -> None:
-    pass
-
-
 def _noop() -> None:
     pass
 
 
-@dataclass
-class SessionOptions:
-    run_id: str = ""
-    worker: str = ""
-    session_id: str = ""
-    seed: int = 0
-    kernel_stamps: bool = True  # kernel arrival stamps on plain ws:// (harness/kstamp.py)
-    on_record: Callable[[TurnRecord], None] = lambda r: None
-    active_sessions: Callable[[], int] = lambda: 0
-    stopping: Callable[[], bool] = lambda: False
-    sleep: Callable[[float], None] = gevent.sleep
-    extra_common: dict[str, Any] = field(default_factory=dict)
-    recording_dir: str | None = None  # where sampled sessions write <session_id>.wav
-    #: Called before every connection attempt with the endpoint: returns a slot of the resource's
-    #: connection budget (``.done()`` once the handshake ended, ``.waited_s``), or None when the run
-    #: stopped while waiting. None here: connect at once (no quota known).
-    connect_gate: Callable[[Endpoint], Any] | None = None
+class CallerSession(Connection, Receiver):
+    """Connecting lives in connection.py, the receive path in receive.py; the conversation and its
+    turn records here."""
 
-
-_MESSAGES: dict[int, tuple[Any, tuple[bytes, ...]]] = {}
-
-
-def _messages(frames: tuple[str, ...]) -> tuple[bytes, ...]:
-    """Whole append messages built once per shared frame set; the hot path only sends bytes."""
-    hit = _MESSAGES.get(id(frames))
-    if hit is None or hit[0] is not frames:
-        hit = (frames, tuple(ev.append_message(f) for f in frames))
-        _MESSAGES[id(frames)] = hit
-    return hit[1]
-
-
-class CallerSession:
     def __init__(self, scenario: Scenario, endpoint: Endpoint, options: SessionOptions):
         self.sc = scenario
         self.ep = endpoint
@@ -152,74 +107,6 @@ class CallerSession:
             LAG.release()
         return rec
 
-    # -- connection -------------------------------------------------------------------------------
-    def _connect(self) -> bool:
-        rec = self.record
-        t0 = time.monotonic_ns()
-        for attempt in range(1, MAX_CONNECT_ATTEMPTS + 1):
-            rec.connect_attempts = attempt
-            slot = self.opt.connect_gate(self.ep) if self.opt.connect_gate is not None else None
-            if self.opt.connect_gate is not None:
-                if slot is None:  # the run stopped while this caller waited for connection budget
-                    rec.outcome, rec.error = "aborted", BUDGET_ABORT
-                    return False
-                rec.budget_wait_ms = round(rec.budget_wait_ms + slot.waited_s * 1000, 3)
-            try:
-                self.transport = connect(self.ep.url(), self.ep.headers(), self._on_message,
-                                         open_timeout=self.ep.open_timeout_s, kernel_stamps=self.opt.kernel_stamps,
-                                         ssl_context=self.ep.ssl_context)
-                break
-            except ConnectError as exc:
-                if slot is not None:
-                    slot.done()  # before any backoff: the attempt is over
-                rec.http_status, rec.error = exc.status, auth.diagnose(exc)[:500]
-                if exc.status == 429:
-                    rec.throttled = classify_throttle(429, exc.headers, exc.body, str(exc))
-                    rec.throttled_attempts += 1
-                retryable = exc.status in (429, 503) or exc.kind in ("timeout",)
-                if not retryable or attempt == MAX_CONNECT_ATTEMPTS or self.opt.stopping():
-                    rec.outcome = "rejected" if exc.status else "connect_error"
-                    return False
-                wait = exc.retry_after_s
-                if wait is None:
-                    wait = min(MAX_RETRY_AFTER_S, 0.5 * 2 ** attempt) * (0.5 + self.rng.random())
-                wait = min(wait, MAX_RETRY_AFTER_S)
-                rec.backoff_ms += wait * 1000
-                self.opt.sleep(wait)
-            finally:
-                if slot is not None:
-                    slot.done()
-        if not self._wait(lambda: self._created is not None or self.timeline.closed_ns is not None,
-                          time.monotonic_ns() + int(self.ep.open_timeout_s * 1e9)):
-            rec.outcome, rec.error = "connect_error", "no session.created within the open timeout"
-            return False
-        if self._created is None:
-            rec.outcome, rec.error = "disconnected", f"closed before session.created {self.timeline.close_detail}"
-            return False
-        rec.connect_ms = round((time.monotonic_ns() - t0) / NS - rec.backoff_ms - rec.budget_wait_ms, 3)
-        rec.server_session_id = str(self._created.get("id", ""))
-        rec.http_status, rec.error = None, ""
-        return True
-
-    def _configure(self) -> bool:
-        self._update_event_id = ev.new_event_id()
-        session = session_with_tools(self.sc.session, self.sc.tools, self.sc.mcp_tools)
-        self._send(ev.dumps(ev.session_update(session, event_id=self._update_event_id)))
-        ok = self._updated.wait(self.ep.open_timeout_s)
-        if ok is None or ok is False:
-            rec = self.record
-            rec.outcome = "error" if ok is False else "disconnected" if self.timeline.closed_ns else "error"
-            rec.error = rec.error or "no session.updated after session.update"
-            return False
-        cfg = self.timeline.server_session or {}
-        if isinstance(cfg.get("output_audio_format"), str):
-            try:
-                self.out_fmt = audio.output_format(cfg["output_audio_format"])
-            except ValueError:
-                pass
-        return True
-
-    # -- the conversation ----------------------------------------------------------------------------
     def _start_mic(self) -> None:
         sc, a = self.sc, self.sc.audio
         silence = _messages(fixtures.silence_frames(self.in_fmt, a.chunk_ms, a.room_tone_dbfs, seed=0))
@@ -270,36 +157,6 @@ class CallerSession:
             self._emit_ready(final=False)
         if self.timeline.turns and self.timeline.turns[-1].speech_end_ns:
             self._sleep_until(self.timeline.turns[-1].speech_end_ns + a.trailing_silence_ms * NS)
-
-    # -- the maximum session length (harness/quota.py) ---------------------------------------------------
-    def _expired(self) -> bool:
-        """The server closed because the session reached its maximum length (error session_expired)."""
-        texts = [m for _, m in list(self.timeline.session_errors)[self._errors_seen:]]
-        texts += [m for t in self.timeline.turns[self._turns_seen:] for _, m in t.errors]
-        return any(is_session_expiry(x) for x in texts + [self.timeline.close_detail])
-
-    def _reconnect(self) -> bool:
-        """Open a new session and go on with the conversation where the expired one stopped (soaks)."""
-        rec = self.record
-        t_closed = self.timeline.closed_ns or time.monotonic_ns()
-        self._cut = "session_expired"  # the turn the expiry cut short is the cap's doing, not the agent's
-        self._emit_ready(final=True)
-        self._cut = ""
-        if self.mic is not None:
-            self.mic.stop()
-        if self.transport is not None:
-            self.transport.close(1000)
-            self.transport.on_message = _ignore_message
-            self.transport = None
-        self.timeline.closed_ns, self.timeline.close_detail = None, ""
-        self._errors_seen, self._turns_seen = len(self.timeline.session_errors), len(self.timeline.turns)
-        self._created, self._updated = None, gevent.event.AsyncResult()
-        if not (self._connect() and self._configure()):
-            return False
-        rec.reconnects += 1
-        rec.reconnect_gap_ms.append(round((time.monotonic_ns() - t_closed) / NS, 3))
-        self._start_mic()
-        return True
 
     def _next_step(self, spec: TurnSpec, timeout_ns: int) -> int | None:
         """The scenario turn to speak next: a branching turn waits for its response and reads it."""
@@ -444,63 +301,6 @@ class CallerSession:
         if self.tools is not None:
             self.tools.send, self.tools.on_change = _closed_send, _noop
 
-    # -- I/O callbacks (reader greenlet) -----------------------------------------------------------------
-    def _on_message(self, payload: bytes, t: int, binary: bool) -> None:
-        if not payload:
-            info = self.transport.closed if self.transport else None
-            detail = (info.error or f"close code {info.code}") if info else "closed"
-            self.timeline.close(t, detail)
-            if not self._updated.ready():
-                self._updated.set(None)
-            self.changed.set()
-            return
-        try:
-            event = ev.parse(payload)
-        except ev.ProtocolError:
-            self.malformed += 1
-            self.timeline.session_events.append((t, "binary" if binary else "malformed", len(payload)))
-            return
-        self.timeline.route(event, t, len(payload))
-        etype = event["type"]
-        if self.recorder is not None and etype == ev.AUDIO_DELTA and isinstance(event.get("delta"), str):
-            self.recorder.on_delta(t, str(event.get("response_id")), event["delta"])
-        if etype == ev.SESSION_CREATED:
-            self._created = event.get("session") if isinstance(event.get("session"), dict) else {}
-            self.changed.set()
-        elif etype == ev.SESSION_UPDATED and not self._updated.ready():
-            self._updated.set(True)
-        elif etype == ev.ERROR and not self._updated.ready():
-            err = event.get("error") if isinstance(event.get("error"), dict) else {}
-            if err.get("event_id") in (None, self._update_event_id):
-                self.record.error = f"session.update rejected: {err.get('code')}: {err.get('message')}"[:500]
-                self._updated.set(False)
-
-    def _on_turn_event(self, turn: TurnTimeline, etype: str) -> None:
-        if self.tools is not None and turn.tools is not None:
-            self.tools.on_event(turn, etype)
-        if etype == ev.AUDIO_DELTA and len(turn.deltas) > 1:
-            return  # only the first delta of a response wakes anyone up
-        if etype == ev.RESPONSE_DONE and turn.status == "cancelled" and turn.output_item_id and turn.deltas:
-            self._truncate(turn)
-        self.changed.set()
-
-    def _truncate(self, turn: TurnTimeline) -> None:
-        """Tell the server how much of the interrupted answer the caller actually heard."""
-        td = self.sc.session.get("turn_detection") or {}
-        if isinstance(td, dict) and td.get("auto_truncate"):
-            return
-        heard_ms = (time.monotonic_ns() - turn.deltas[0][0]) / NS
-        audio_ms = turn.audio_bytes / (self.out_fmt.bytes_per_second / 1000)
-        try:
-            self._send(ev.dumps(ev.item_truncate(turn.output_item_id, int(min(heard_ms, audio_ms)))))
-        except ConnectionError:
-            pass
-
-    def _voiced(self, pcm: bytes) -> int | None:
-        i = audio.first_voiced_sample(pcm, self.out_fmt)
-        return None if i is None else i * (1 if self.out_fmt.codec in ("ulaw", "alaw") else 2)
-
-    # -- helpers -------------------------------------------------------------------------------------
     def _send(self, data: bytes) -> None:
         if self.transport is None:
             raise ConnectionError("not connected")
@@ -525,25 +325,6 @@ class CallerSession:
         delay = (t_ns - time.monotonic_ns()) / 1e9
         if delay > 0:
             self.opt.sleep(delay)
-
-
-def prepare(scenario: Scenario, seeds: range = range(NOISE_VARIANTS)) -> None:
-    """Decode, perturb and encode every utterance the scenario speaks before load starts.
-
-    Building frames is milliseconds of numpy work per fixture; done lazily inside the event loop it
-    would make the first sessions' frames late. Perturbed frames depend on the session seed only when
-    noise is added, so without ``snr_db`` one set serves every session.
-    """
-    s, a = scenario.session, scenario.audio
-    fmt = audio.input_format(s.get("input_audio_format", "pcm16"), s.get("input_audio_sampling_rate"))
-    _messages(fixtures.silence_frames(fmt, a.chunk_ms, a.room_tone_dbfs, seed=0))
-    for seed in (seeds if a.perturb.snr_db is not None else range(1)):
-        for turn in scenario.conversation:
-            for variant in scenario.variants or [None]:
-                fx = fixture_for(scenario, turn, variant)
-                fs = fixtures.frames(fx.id, fmt, a.chunk_ms, gain_db=a.perturb.gain_db, snr_db=a.perturb.snr_db,
-                                     seed=seed, directory=fx.directory or scenario.fixtures_dir)
-                _messages(fs.frames)
 
 
 def run_session(scenario: Scenario, endpoint: Endpoint, options: SessionOptions | None = None) -> list[TurnRecord]:
