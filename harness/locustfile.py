@@ -74,6 +74,10 @@ def _test_stop(environment, **_kw) -> None:  # fired once the users have stopped
     if isinstance(runner, WorkerRunner):
         run.finish()
         runner._send_stats()  # this test's last records and stats, marked final, before "client_stopped"
+        # Its users have stopped; Locust's worker then sleeps stop_timeout in its message loop before it is
+        # ready again, so a headless run's "quit" waited that long (30 s by default) after the master had
+        # finished. Nothing is left to wait for; the next spawn message brings the stop-timeout back.
+        environment.stop_timeout = 0
         return
     _end(environment, run, interrupted=NODE.interrupted, collect=True)
 
