@@ -1,12 +1,13 @@
 """Which Locust statistics rows a record fires: few, low-cardinality request events per turn/session.
 
-TURN = first audio (failed when the turn did not complete), VAD, TRANSCRIPT; CONNECT per session;
-THROTTLED when a quota, not the agent, refused or cut the work; QUOTA for the wait for connection
-budget. Locust's tables are for watching a run; the report and the verdict come from the records.
+TURN = first audio (failed when the turn did not complete), VAD, TRANSCRIPT; TOOL per called tool;
+CONNECT per session; THROTTLED when a quota, not the agent, refused or cut the work; QUOTA for the
+wait for connection budget. Locust's tables are for watching a run; the report and the verdict come from the records.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable
 
 from .client.session import BUDGET_ABORT
@@ -17,6 +18,10 @@ Fire = Callable[..., None]  # environment.events.request.fire
 
 class TurnFailed(Exception):
     """A turn that did not complete; the message is the reason from the closed set."""
+
+
+class ToolFailed(Exception):
+    """A tool call that failed (the executor's or MCP server's error) or never got a result (tool_timeout)."""
 
 
 class SessionFailed(Exception):
@@ -45,6 +50,52 @@ def turn_rows(fire: Fire, scenario: Any, rec: TurnRecord) -> None:
     if rec.first_transcript_ms is not None:
         fire(request_type="TRANSCRIPT", name=f"{name}:transcript{suffix}",
              response_time=max(0.0, rec.first_transcript_ms), response_length=0, exception=None)
+    tool_rows(fire, scenario, rec)
+
+
+def tool_rows(fire: Fire, scenario: Any, rec: TurnRecord) -> None:
+    """One TOOL row per call, named after the tool: its response time is the tool's own execution time.
+
+    That is what a row named after a function should say — how long *that tool* took, as an HTTP row
+    says how long that endpoint took — and it exists for both kinds: the caller's executor run
+    (function) and the service's call (MCP: arguments done → completed/failed). How soon the agent
+    decided to call (first_tool_call_ms) is a property of the turn, not of one function; the report
+    and thresholds have it. A call with no result counts as a failure without a response time (Locust
+    counts it, its percentiles do not): ``tool_timeout`` when the round trip never closed, else the
+    turn's reason.
+    """
+    suffix = _suffix(scenario, rec)
+    for call in rec.tool_calls:
+        ms = tool_time_ms(call)
+        if call.get("ok") is False:
+            exc: Exception | None = ToolFailed(_tool_error(call))
+        elif ms is None:
+            exc = ToolFailed("tool_timeout" if rec.reason == "tool_timeout" else f"no result: {rec.reason}")
+        else:
+            exc = None
+        fire(request_type="TOOL", name=f"{scenario.name}:{call.get('name') or '?'}{suffix}",
+             response_time=None if ms is None else max(0.0, ms), response_length=0, exception=exc)
+
+
+def tool_time_ms(call: dict[str, Any]) -> float | None:
+    """The call's execution time: the executor's run (function), or arguments done → result (MCP)."""
+    if call.get("exec_ms") is not None:
+        return float(call["exec_ms"])
+    if call.get("kind") == "mcp" and call.get("result_ms") is not None and call.get("args_done_ms") is not None:
+        return float(call["result_ms"]) - float(call["args_done_ms"])
+    return None
+
+
+def _tool_error(call: dict[str, Any]) -> str:
+    """A short, low-cardinality failure message: the payload's ``error`` field when it has one."""
+    text = call.get("error") or "failed"
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict) and payload.get("error"):
+        text = str(payload["error"])
+    return f"tool error: {text}"[:120]
 
 
 def session_rows(fire: Fire, scenario: Any, rec: SessionRecord) -> None:

@@ -66,7 +66,7 @@ def write_final_csv(environment: Any) -> None:
 
 
 # -- the web UI: per-kind views instead of Locust's "Aggregated" blend ---------------------------------
-KINDS = ("TURN", "CONNECT", "VAD", "TRANSCRIPT")
+KINDS = ("TURN", "CONNECT", "VAD", "TRANSCRIPT", "TOOL")
 SERIES_EVERY_S = 2.0
 SERIES_MAX = 1800  # one hour at one point per 2 s
 
@@ -88,7 +88,7 @@ def install_web_ui(environment: Any) -> None:
         {"key": "p50", "title": "Median (ms)"}, {"key": "p95", "title": "95%ile (ms)"},
         {"key": "rps", "title": "Current RPS"}]}]
     web_ui.template_args["extendedCsvFiles"] = [
-        {"href": "./voiceload/charts", "title": "voiceload: charts per kind (TURN, CONNECT, VAD, TRANSCRIPT)"}]
+        {"href": "./voiceload/charts", "title": "voiceload: charts per kind (TURN, CONNECT, VAD, TRANSCRIPT, TOOL)"}]
     app = web_ui.app
 
     @app.after_request
@@ -189,7 +189,8 @@ svg{border:1px solid #ccc;background:#fff}.p50{stroke:#1f77b4}.p95{stroke:#d6272
 .fail{stroke:#ff7f0e}polyline{fill:none;stroke-width:1.6}text{font-size:11px;fill:#555}</style></head><body>
 <h1>voiceload — each kind on its own (no "Aggregated" blend)</h1>
 <p>TURN = first audio after the caller stopped speaking; CONNECT = WebSocket handshake to session ready;
-VAD = speech end to speech_stopped; TRANSCRIPT = speech end to the first transcript. Median and 95th
+VAD = speech end to speech_stopped; TRANSCRIPT = speech end to the first transcript; TOOL = a tool's
+execution time (the caller's executor, or the service's MCP call). Median and 95th
 percentile over the last seconds (ms, left) and requests/s (right), refreshed every 2 s.</p>
 <div id="charts"></div>
 <script>
@@ -200,7 +201,7 @@ function line(pts,key,scale,max,cls,t0,t1){if(!pts.length)return"";const s=pts.m
 function ticks(max,left){let out="";for(let i=0;i<=4;i++){const v=max*i/4,y=H-P-(H-2*P)*i/4;
  out+=`<text x="${left?2:W-P+4}" y="${y+4}">${Number.isInteger(v)?v:v.toFixed(1)}</text>`}return out}
 async function draw(){const r=await fetch("./series");const data=await r.json();const kinds=Object.keys(data).sort(
- (a,b)=>["TURN","CONNECT","VAD","TRANSCRIPT"].indexOf(a)-["TURN","CONNECT","VAD","TRANSCRIPT"].indexOf(b));
+ (a,b)=>["TURN","CONNECT","VAD","TRANSCRIPT","TOOL"].indexOf(a)-["TURN","CONNECT","VAD","TRANSCRIPT","TOOL"].indexOf(b));
  let html="";for(const k of kinds){const pts=data[k];const t0=pts[0][0],t1=pts[pts.length-1][0];
  const ms=Math.max(1,...pts.map(p=>p[4]));const rps=Math.max(1,...pts.map(p=>Math.max(p[1],p[2])));
  html+=`<div class="kind"><h2>${k}</h2><svg width="${W}" height="${H}" role="img" aria-label="${k}">`+
