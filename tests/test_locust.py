@@ -78,6 +78,22 @@ def start_distributed(sc: Path, out: Path, run_time: str, extra: list[str] | Non
     return master, workers
 
 
+def run_distributed(sc: Path, out: Path, run_time: str, extra: list[str] | None = None,
+                    users: int | None = 4) -> str:
+    """start_distributed's master and workers, to their end; the master's output (its exit code must be 0)."""
+    master, workers = start_distributed(sc, out, run_time, extra, users=users)
+    try:
+        text, _ = master.communicate(timeout=150)
+        for w in workers:
+            w.communicate(timeout=30)
+    finally:
+        for p in [master, *workers]:
+            if p.poll() is None:
+                p.kill()
+    assert master.returncode == 0, text[-3000:]
+    return text
+
+
 def stats_rows(csv_path: Path) -> dict[tuple[str, str], dict[str, str]]:
     with open(csv_path, newline="") as fh:
         return {(r["Type"], r["Name"]): r for r in csv.DictReader(fh)}

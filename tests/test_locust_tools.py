@@ -18,7 +18,7 @@ from pathlib import Path
 from harness.exitcodes import EXIT_OK
 from harness.locust_rows import tool_time_ms
 from harness.records import read_records
-from test_locust import LOCUST, ROOT, env, start_distributed, stats_rows
+from test_locust import LOCUST, ROOT, env, run_distributed, stats_rows
 
 # The simulator recognises these utterances and calls the tools with arguments from the words
 # (harness/simulator/replies/intents.yaml): set_temperature is never answered (the turn ends
@@ -121,16 +121,7 @@ def test_master_and_two_workers_rescale_a_shaped_scenario_with_u_and_count_tool_
     sc = tools_scenario(tmp_path, shape="  users: 4\n  shape: {type: soak, users: 4, ramp: 2s}\n",
                         turns=("cs_double_charge", "cs_order_status"))  # a shorter session: one of each outcome
     out = tmp_path / "out"
-    master, workers = start_distributed(sc, out, "4s", ["--csv", str(tmp_path / "dist")], users=2)
-    try:
-        m_out, _ = master.communicate(timeout=120)
-        for w in workers:
-            w.communicate(timeout=30)
-    finally:
-        for p in [master, *workers]:
-            if p.poll() is None:
-                p.kill()
-    assert master.returncode == EXIT_OK, m_out[-3000:]
+    run_distributed(sc, out, "4s", ["--csv", str(tmp_path / "dist")], users=2)  # exit code 0 (pass)
     with open(tmp_path / "dist_stats_history.csv", newline="") as fh:
         users = [int(r["User Count"]) for r in csv.DictReader(fh)]
     assert max(users) == 2, users  # the master's running user count, once a second
@@ -144,3 +135,27 @@ def test_master_and_two_workers_rescale_a_shaped_scenario_with_u_and_count_tool_
     assert len(keys) == len(set(keys))  # every record exactly once
     calls = check_tool_rows(tmp_path / "dist", out)
     assert Counter(c["name"] for c in calls)["get_order_status"] >= 2 and any(c["ok"] is False for c in calls)
+
+
+def test_tool_rows_time_and_failure_of_each_kind_of_call():
+    """The rows one turn fires: MCP failures keep their time, a call cut by a disconnect says so."""
+    from types import SimpleNamespace
+
+    from harness.locust_rows import tool_rows
+    from harness.records import TurnRecord
+
+    fired: list[dict] = []
+    sc = SimpleNamespace(name="s", targets=[object(), object()])  # two targets: rows name theirs
+    rec = TurnRecord(target="east", reason="disconnected", tool_calls=[
+        {"kind": "function", "name": "lookup", "exec_ms": 12.5, "ok": True},
+        {"kind": "function", "name": "refund", "exec_ms": 3.0, "ok": False,
+         "error": json.dumps({"error": "HTTP 503", "body": "x" * 300})},
+        {"kind": "mcp", "name": "reset", "exec_ms": None, "ok": False, "error": "mcp server down",
+         "args_done_ms": 700.0, "result_ms": 950.5},
+        {"kind": "function", "name": "slow", "exec_ms": None, "ok": None, "args_done_ms": 690.0}])
+    tool_rows(lambda **kw: fired.append(kw), sc, rec)
+    got = [(f["request_type"], f["name"], f["response_time"], f["exception"] and str(f["exception"])) for f in fired]
+    assert got == [("TOOL", "s:lookup@east", 12.5, None),
+                   ("TOOL", "s:refund@east", 3.0, "tool error: HTTP 503"),
+                   ("TOOL", "s:reset@east", 250.5, "tool error: mcp server down"),
+                   ("TOOL", "s:slow@east", None, "no result: disconnected")]
