@@ -2,8 +2,9 @@
 
 N SimSessions (the bench's simulator profile: ideal, vad_batch_ms 100, server VAD and input
 transcription on) each get one ``input_audio_buffer.append`` per tick - fixture speech, then
-silence - in the order ``data_received`` hands them over. Returned actions are counted, not
-executed (no socket, no timers).
+silence - in the order ``data_received`` hands them over, and (where the tree has it) the
+server's cross-session VAD pass (vad_pass.py) runs after each tick's messages, as the event loop
+runs it after a pass's reads. Returned actions are counted, not executed (no socket, no timers).
 The figure is process CPU time / frames; wall time is not used (the machine is shared).
 
     python bench/sim_frame_bench.py --trees /tmp/base . --rounds 7   # alternating A/B, medians
@@ -23,6 +24,16 @@ from pathlib import Path
 
 FIXTURES = ("cs_double_charge", "car_eta", "cs_order_status", "tutor_en_restaurant", "car_temperature")
 FRAME_MS = 20
+
+
+class _Link:
+    """The server's _Link as the VAD pass sees it: actions are counted."""
+
+    def __init__(self, session) -> None:
+        self.session, self.closed, self.actions = session, False, 0
+
+    def dispatch(self, actions: list) -> None:
+        self.actions += len(actions)
 
 
 def measure(sessions: int, ticks: int, warmup: int) -> dict:
@@ -46,15 +57,23 @@ def measure(sessions: int, ticks: int, warmup: int) -> dict:
     stats = SimStats()
     update = json.dumps(ev.session_update({"input_audio_transcription": {"model": "azure-speech"},
                                            "turn_detection": {"type": "server_vad"}})).encode()
-    sess, streams = [], []
+    try:
+        from harness.simulator.vad_pass import VadPass
+    except ImportError:  # a tree from before the cross-session VAD
+        VadPass = None  # type: ignore[assignment,misc]
+    scheduled: list = []
+    vad_pass = VadPass(scheduled.append) if VadPass is not None else None
+    extra = {"defer_vad": True} if vad_pass is not None else {}
+    sess, streams, links = [], [], []
     now = time.monotonic_ns()
     for i in range(sessions):
         setup = SessionSetup(api_version="2026-07-15", model="gpt-realtime", agent=None, session_index=i, seed=1,
-                             profile=profile, bank=bank, transcriber=transcriber, stats=stats)
+                             profile=profile, bank=bank, transcriber=transcriber, stats=stats, **extra)
         s = SimSession(setup, time.time_ns())
         s.start(now)
         s.receive(update, now, time.time_ns())
         sess.append(s)
+        links.append(_Link(s))
         stream = [m for k in range(len(FIXTURES)) for m in cycles[(i + k) % len(FIXTURES)]]
         off = (i * 37) % len(stream)
         streams.append(stream[off:] + stream[:off])
@@ -66,10 +85,17 @@ def measure(sessions: int, ticks: int, warmup: int) -> dict:
         for t in range(t0, t1):
             mono += FRAME_MS * 1_000_000
             wall = mono
-            for s, stream in zip(sess, streams):
+            for s, stream, link in zip(sess, streams, links):
                 out = s.receive(stream[t % len(stream)], mono, wall)
                 if out:
                     actions += len(out)
+                if vad_pass is not None and s.input.due:
+                    vad_pass.add(link)
+            while scheduled:
+                scheduled.pop(0)()
+            for link in links:
+                actions += link.actions
+                link.actions = 0
             for s in sess:  # a response ends on its own in the server; here: drop it (no timers run)
                 s.response = None
 

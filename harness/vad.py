@@ -78,17 +78,23 @@ class _Spectral:
         # Band power -> mean square of the band-limited signal, in dB re int16 full scale.
         self.db_offset = 10.0 * np.log10(2.0 / (2 * self.n * float(np.sum(window**2)))) - 90.309
 
-    def features(self, frames: np.ndarray) -> list[tuple[float, float, float, float]]:
-        """Per 10 ms frame: [band power, summed log power, tilted band power, strongest 5-bin power].
-
-        ``frames`` is a contiguous float32 buffer: the previous frame, then the new ones. Row-wise
-        numpy only (no BLAS), so results do not depend on how the stream was chunked; the scalar
-        maths on these sums happens per frame in ``StreamingVad._decide`` (cheaper for few frames).
-        """
+    def windows(self, frames: np.ndarray) -> np.ndarray:
+        """The 20 ms windows (10 ms hop) over ``frames``: the previous frame, then the new ones (a view)."""
         n = self.n
-        count = len(frames) // n - 1
-        win = np.ndarray((count, 2 * n), np.float32, frames, 0, (4 * n, 4))  # 20 ms windows, 10 ms hop
-        p = np.abs(np.fft.rfft(win * self.window, axis=1)[:, self.lo : self.hi])
+        return np.ndarray((len(frames) // n - 1, 2 * n), np.float32, frames, 0, (4 * n, 4))
+
+    def features(self, frames: np.ndarray) -> list[tuple[float, float, float, float]]:
+        """Per 10 ms frame of a contiguous float32 buffer (see ``windows``): ``rows`` of its windows."""
+        return self.rows(self.windows(frames) * self.window)
+
+    def rows(self, win: np.ndarray) -> list[tuple[float, float, float, float]]:
+        """Per Hann-weighted window: [band power, summed log power, tilted band power, strongest 5-bin power].
+
+        Row-wise numpy only (no BLAS): a row's results do not depend on the other rows, so neither
+        how a stream was chunked nor which sessions' windows are stacked together (``feed_many``)
+        changes them; the scalar maths on these sums happens per frame in ``StreamingVad._decide``.
+        """
+        p = np.abs(np.fft.rfft(win, axis=1)[:, self.lo : self.hi])
         p *= p
         p += 1e-3
         c = p.cumsum(axis=1)
@@ -139,6 +145,19 @@ class StreamingVad:
 
     def feed(self, samples: np.ndarray) -> list[VadEvent]:
         """Classify whole 10 ms frames of ``samples`` (int16, or float in [-1, 1]) and return events."""
+        frames = self.take(samples)
+        return [] if frames is None else self.classify(frames)
+
+    def classify(self, frames: np.ndarray) -> list[VadEvent]:
+        """Events for frames returned by ``take`` (on their own; ``feed_many`` stacks several detectors')."""
+        return self._decide(self._sp.features(frames))
+
+    def take(self, samples: np.ndarray) -> np.ndarray | None:
+        """Buffer ``samples``; the whole frames now due (after the last classified one), or None.
+
+        ``feed`` is ``take`` then classify; ``feed_many`` takes from several detectors, then
+        classifies all their frames in one spectral pass.
+        """
         x = np.asarray(samples)
         if x.dtype.kind not in "iu":
             x = (x * 32768.0).astype(np.float32)
@@ -146,7 +165,7 @@ class StreamingVad:
         count = (len(self._pending) + len(x)) // n
         if count == 0:
             self._pending = np.concatenate((self._pending, x.astype(np.float32)))
-            return []
+            return None
         # One contiguous float32 buffer: last classified frame, leftovers, new samples (int16 samples
         # are converted while copied in: exact, one array fewer than astype + concatenate).
         k, m = len(self._prev), len(self._pending)
@@ -157,7 +176,7 @@ class StreamingVad:
         used = (count + 1) * n
         self._prev = buf[used - n : used]
         self._pending = buf[used:]
-        return self._decide(self._sp.features(buf[:used]))
+        return buf[:used]
 
     def _decide(self, feats: list[tuple[float, float, float, float]]) -> list[VadEvent]:
         """Per-frame scalar loop: noise floor, speech probability, then the start/stop state machine.
@@ -260,6 +279,42 @@ class StreamingVad:
     def position_ms(self) -> int:
         """Buffer position (ms) of everything classified so far."""
         return self._ms(self._pos)
+
+
+ROWS_PER_PASS = 128  # windows per stacked spectral pass: past a few hundred, rows fall out of cache
+
+
+def feed_many(taken: list[tuple[StreamingVad, np.ndarray | None]]) -> list[list[VadEvent]]:
+    """Classify what several detectors ``take``-ed: events per detector, exactly as ``feed`` gives them.
+
+    Windows of every detector with the same sample rate are stacked into one matrix, so the FFT and
+    the reductions run once per ROWS_PER_PASS windows instead of once per detector (their per-call
+    overhead is most of the cost of a 100 ms batch); each detector's scalar loop then runs on its rows.
+    """
+    groups: dict[int, list[int]] = {}
+    for i, (vad, frames) in enumerate(taken):
+        if frames is not None:
+            groups.setdefault(id(vad._sp), []).append(i)
+    feats: list[list[tuple[float, float, float, float]]] = [[] for _ in taken]
+    for idx in groups.values():
+        sp = taken[idx[0]][0]._sp
+        start = 0
+        while start < len(idx):
+            wins, rows, stop = [], 0, start
+            while stop < len(idx) and (rows < ROWS_PER_PASS or stop == start):
+                w = sp.windows(taken[idx[stop]][1])  # type: ignore[arg-type]
+                wins.append(w)
+                rows += len(w)
+                stop += 1
+            m = np.concatenate(wins)
+            m *= sp.window  # the same float32 products as ``windows * window``
+            out = sp.rows(m)
+            a = 0
+            for i, w in zip(idx[start:stop], wins):
+                feats[i] = out[a : a + len(w)]
+                a += len(w)
+            start = stop
+    return [vad._decide(f) if f else [] for (vad, _), f in zip(taken, feats)]
 
 
 def speech_bounds(samples: np.ndarray, sample_rate: int, params: VadParams | None = None) -> tuple[int, int] | None:

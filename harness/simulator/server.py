@@ -37,6 +37,7 @@ from .responder import ReplyBank
 from .session import SessionSetup, SimSession, SimStats
 from .transcribe import Transcriber
 from .truth import TruthLog
+from .vad_pass import VadPass
 from .wire import MESSAGE, FrameSplitter
 
 log = logging.getLogger("voiceload.simulator")
@@ -194,19 +195,21 @@ class _Link:
         if exc is not None:
             log.error("session %s: background work failed: %r", self.session.id, exc)
             return
-        self.dispatch(then(fut.result(), time.monotonic_ns()))
+        pending = self.session.catch_up()  # a VAD batch due before this: its decisions first
+        self.dispatch(pending + then(fut.result(), time.monotonic_ns()))
 
     def _fire(self, key: int, fn: Any) -> None:
         self.timers.pop(key, None)
         if not self.closed:
-            self.dispatch(fn(time.monotonic_ns()))
+            pending = self.session.catch_up()  # a VAD batch due before this timer: its decisions first
+            self.dispatch(pending + fn(time.monotonic_ns()))
 
     def shutdown(self) -> None:
         self.closed = True
         for h in self.timers.values():
             h.cancel()
         self.timers.clear()
-        for a in self.session.connection_lost():
+        for a in self.session.catch_up() + self.session.connection_lost():
             if type(a) is Record:
                 self.sim.truth.write(a.truth)
 
@@ -241,6 +244,7 @@ class Simulator:
         self.started_at = 0.0
         self._server: Any = None
         self._lag_task: asyncio.Task[None] | None = None
+        self.vad_pass: VadPass | None = None
 
     @property
     def url(self) -> str:
@@ -252,6 +256,7 @@ class Simulator:
         # fixture fingerprints; then freeze what survives so GC never walks it again.
         chunk = self.profile.chunk_ms
         fixed = max(10, int(round(chunk.value / 10.0)) * 10) if chunk.kind == "fixed" else None
+        self.vad_pass = VadPass(asyncio.get_running_loop().call_soon)
         self.bank.preload(PRELOAD_FORMATS, fixed)
         self.transcriber.preload()
         gc.collect()
@@ -349,10 +354,12 @@ class Simulator:
         self.sessions_active += 1
         setup = SessionSetup(api_version=verdict.api_version, model=verdict.model, agent=verdict.agent,
                              session_index=index, seed=self.seed, profile=self.profile, bank=self.bank,
-                             transcriber=self.transcriber, stats=self.counters, quota=self.quota)
+                             transcriber=self.transcriber, stats=self.counters, quota=self.quota, defer_vad=True)
         session = SimSession(setup, time.time_ns())
         link = _Link(self, ws, session)
-        receive, dispatch = session.receive, link.dispatch
+        receive, dispatch, inp = session.receive, link.dispatch, session.input
+        assert self.vad_pass is not None
+        vad_due = self.vad_pass.add
 
         def on_message(data: bytes, mono: int, wall: int) -> None:
             if link.closed:
@@ -365,6 +372,8 @@ class Simulator:
                 return
             if actions:
                 dispatch(actions)
+            if inp.due:  # this append completed a VAD batch: decided with the others due this pass
+                vad_due(link)
 
         try:
             dispatch(session.start(time.monotonic_ns()))

@@ -67,6 +67,7 @@ class SessionSetup:
     transcriber: Transcriber
     stats: SimStats = field(default_factory=SimStats)
     quota: ResourceQuota | None = None  # the resource's counters (one per simulator); None: a private one
+    defer_vad: bool = False  # leave due VAD batches to the server's loop pass (vad_pass.py) instead
 
 
 @dataclass
@@ -95,6 +96,7 @@ class SimSession:
         self.tools = SimTools(self)
         self.reply_override: tuple[Any, float] | None = None  # set by tools: the next response says this
         self.input.keep_audio = self.input.keep_audio or self.tools.needs_audio(self.config)
+        self.input.defer = setup.defer_vad
         self.response: ActiveResponse | None = None
         self.speech: _Speech | None = None
         self.last_speech: tuple[int, int] | None = None  # (onset, end) of the last run, manual mode
@@ -113,6 +115,26 @@ class SimSession:
         return out
 
     def receive(self, data: str | bytes, recv_ns: int, recv_wall_ns: int) -> list[Action]:
+        if self.input.due:  # a VAD batch still waits for the loop pass: its decisions come first
+            out = self.catch_up()
+            return out + self._receive(data, recv_ns, recv_wall_ns)
+        return self._receive(data, recv_ns, recv_wall_ns)
+
+    def catch_up(self) -> list[Action]:
+        """Decide now a VAD batch left for the server's loop pass (``defer_vad``): before anything else
+        (a message, a timer) reaches this session, so its actions keep the per-session order."""
+        if not self.input.due or self.closed:
+            return []
+        return self.speech_actions(self.input.flush(), self.input.due_ns)
+
+    def speech_actions(self, speech: list[SpeechEvent], recv_ns: int) -> list[Action]:
+        """What VAD decisions do, ``recv_ns`` being the arrival of the append that completed their batch."""
+        out: list[Action] = []
+        for sev in speech:
+            out += self._on_speech(sev, recv_ns)
+        return out
+
+    def _receive(self, data: str | bytes, recv_ns: int, recv_wall_ns: int) -> list[Action]:
         if self.closed:
             return []
         self.s.stats.messages_in += 1
@@ -214,12 +236,7 @@ class SimSession:
         # Every second of audio received costs input tokens on the resource's meter, an open mic's
         # silence too (the service listens to all of it); response.done.usage reports the turn's own.
         self.quota.spend(got_ms * INPUT_AUDIO_TOKENS_PER_S / 1000.0, recv_ns)
-        if not speech:
-            return []
-        out: list[Action] = []
-        for sev in speech:
-            out += self._on_speech(sev, recv_ns)
-        return out
+        return self.speech_actions(speech, recv_ns) if speech else []
 
     def _on_speech(self, sev: SpeechEvent, now_ns: int) -> list[Action]:
         if sev.kind == "started":

@@ -61,6 +61,11 @@ class InputAudio:
         self._chunks: deque[tuple[float, np.ndarray]] = deque()  # (start_ms, samples at fmt rate)
         self._chunks_rate = fmt.sample_rate
         self.speaking = False
+        # Deferred mode (the server): a batch that falls due is left pending (``due``) for the
+        # loop pass's cross-session VAD (vad_pass.py) instead of being classified on the spot.
+        self.defer = False
+        self.due = False
+        self.due_ns = 0  # arrival (mono) of the append that made the batch due
         self.configure(fmt, params)
 
     def configure(self, fmt: audio.AudioFormat, params: VadParams) -> None:
@@ -74,6 +79,7 @@ class InputAudio:
         self._pending_start: float | None = None
         self._pending_ms = 0.0
         self.speaking = False
+        self.due = False
         if fmt.sample_rate != self._chunks_rate:
             self._chunks.clear()
             self._chunks_rate = fmt.sample_rate
@@ -100,12 +106,26 @@ class InputAudio:
         self._pending_ms += dur
         if self._pending_ms + 1e-6 < self.batch_ms:
             return []
+        if self.defer:
+            if not self.due:
+                self.due, self.due_ns = True, recv_mono
+            return []
         return self.flush()
 
     def flush(self) -> list[SpeechEvent]:
         """Classify everything pending now (also used before a manual commit)."""
         if not self._pending:
+            self.due = False
             return []
+        frames = self.take()
+        return self.classified([] if frames is None else self._vad.classify(frames))
+
+    def take(self) -> np.ndarray | None:
+        """Decode what is pending and hand it to the detector: its frames now due (StreamingVad.take).
+
+        Call only with something pending (``has_pending``); ``classified`` must follow.
+        """
+        self.due = False
         data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
         if self.fmt.codec == "pcm16":  # a read-only view: the VAD converts to float anyway
             x = np.frombuffer(data, "<i2", len(data) // 2)
@@ -116,10 +136,22 @@ class InputAudio:
         self._pending = []
         self._pending_ms = 0.0
         self._pending_start = None
+        return self._vad.take(x)
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    @property
+    def vad(self) -> StreamingVad:
+        return self._vad
+
+    def classified(self, events: list[VadEvent]) -> list[SpeechEvent]:
+        """The detector's events for what ``take`` handed it, on the buffer timeline."""
         origin = self._vad_origin_ms
         out = []
         was_speaking = self.speaking
-        for ev in self._vad.feed(x):
+        for ev in events:
             out.append(_shift(ev, origin))
             self.speaking = ev.kind == "started"
         if self.keep_audio:
