@@ -104,8 +104,8 @@ def test_local_run_has_a_tool_row_per_function_with_execution_time_and_failures(
     calls = check_tool_rows(tmp_path / "run", out)
     by_name = {c["name"]: c for c in calls}  # one session: each tool called once
     assert set(by_name) == {"set_temperature", "request_refund", "get_order_status", "reset_password"}, calls
-    assert 300 <= by_name["get_order_status"]["exec_ms"] < 400 and by_name["get_order_status"]["ok"] is True
-    assert by_name["reset_password"]["kind"] == "mcp" and 390 <= tool_time_ms(by_name["reset_password"]) <= 500
+    assert 300 <= by_name["get_order_status"]["exec_ms"] < 650 and by_name["get_order_status"]["ok"] is True
+    assert by_name["reset_password"]["kind"] == "mcp" and 390 <= tool_time_ms(by_name["reset_password"]) < 650
     assert by_name["set_temperature"]["ok"] is None and by_name["set_temperature"]["exec_ms"] is None
     [timeout_turn] = [t for t in read_records(out / "turns.jsonl") if t["tool_calls"]
                       and t["tool_calls"][0]["name"] == "set_temperature"]
