@@ -264,17 +264,23 @@ def retry_after_from_text(message: str) -> float | None:
 
 
 def reconnect_summary(sessions: Any) -> dict[str, Any] | None:
-    """For run.json: sessions that hit the maximum session length reconnected how often, and how long
-    the caller was without a connection each time (server close -> next session ready)."""
+    """For run.json: how often sessions reconnected because of the maximum session length, why
+    (``planned``: between turns before a known expiry; ``expired``: after the server ended the session,
+    client/expiry.py), and how long the caller was without a connection each time."""
     gaps: list[float] = []
     count = 0
+    reasons = {"planned": 0, "expired": 0}
     for s in sessions:
-        count += int(s.get("reconnects") or 0)
+        n = int(s.get("reconnects") or 0)
+        count += n
         gaps += [float(g) for g in s.get("reconnect_gap_ms") or []]
+        why = list(s.get("reconnect_reasons") or [])
+        for r in why + ["expired"] * (n - len(why)):  # records from before reasons existed were all reactive
+            reasons[r] = reasons.get(r, 0) + 1
     if not count:
         return None
     gaps.sort()
-    return {"count": count, "sessions": sum(1 for s in sessions if s.get("reconnects")),
+    return {"count": count, **reasons, "sessions": sum(1 for s in sessions if s.get("reconnects")),
             "gap_ms_p50": round(gaps[len(gaps) // 2], 1), "gap_ms_max": round(gaps[-1], 1)}
 
 
@@ -286,3 +292,8 @@ def note_reconnects(out: Any) -> None:
     summary = reconnect_summary(list(read_records(path))) if path.exists() else None
     if summary:
         out.meta["reconnects"] = summary
+        line = (f"reconnects for the maximum session length: {summary['count']} ({summary['planned']} planned "
+                f"between turns, {summary['expired']} after the server expired a session), gap p50 "
+                f"{summary['gap_ms_p50']:g} ms, max {summary['gap_ms_max']:g} ms")
+        out.note(line)  # report.html's notes
+        print(line, flush=True)

@@ -155,8 +155,11 @@ class SessionRecord:
     throttled: str = ""  # class of the last throttle (handshake 429 or turn): throttled_connections | throttled_tokens | capacity
     throttled_attempts: int = 0  # handshakes answered 429
     retry_after_s: float | None = None  # Retry-After of a throttled turn: the caller waits this long before its next session
-    reconnects: int = 0  # new connections after the server ended the session at its maximum length
-    reconnect_gap_ms: list[float] = field(default_factory=list)  # server close -> next session.created, each
+    reconnects: int = 0  # new connections because of the maximum session length (planned or after an expiry)
+    reconnect_gap_ms: list[float] = field(default_factory=list)  # old connection closed -> next session.updated, each
+    #: why each reconnect happened (same order as reconnect_gap_ms): "planned" = between turns before a
+    #: known expiry (client/expiry.py, no turn lost); "expired" = after the server ended the session
+    reconnect_reasons: list[str] = field(default_factory=list)
     path: list[str] = field(default_factory=list)  # turn ids in the order spoken: the branches this caller took
 
     def to_dict(self) -> dict[str, Any]:

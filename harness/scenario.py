@@ -153,7 +153,7 @@ def _audio(raw: dict[str, Any], p: s.Problems) -> AudioSpec:
 
 def _load(raw: dict[str, Any], p: s.Problems) -> LoadSpec:
     s.check_keys(raw, ("users", "spawn_rate", "duration", "sessions_per_user", "think_time", "turn_timeout",
-                       "stop_timeout", "shape", "max_pacing_lag_ms", "abort_on"), "load", p)
+                       "stop_timeout", "shape", "max_pacing_lag_ms", "abort_on", "reconnect_margin"), "load", p)
     think = raw.get("think_time", 0)
     think_range = (0.0, 0.0)
     if isinstance(think, dict):
@@ -187,7 +187,14 @@ def _load(raw: dict[str, Any], p: s.Problems) -> LoadSpec:
                     stop_timeout_s=s.get_duration(raw, "stop_timeout", "load", p, 30.0, lo=0, hi=3600) or 30.0,
                     shape=shape,
                     max_pacing_lag_ms=s.get_float(raw, "max_pacing_lag_ms", "load", p, 10.0, lo=0.1, hi=10_000)
-                    or 10.0, abort_on=_abort_on(raw, p))
+                    or 10.0, abort_on=_abort_on(raw, p),
+                    reconnect_margin_s=_reconnect_margin(raw, p))
+
+
+def _reconnect_margin(raw: dict[str, Any], p: s.Problems) -> float:
+    """Slack kept before a known session expiry (harness/client/expiry.py); 0 is allowed."""
+    m = s.get_duration(raw, "reconnect_margin", "load", p, LoadSpec.reconnect_margin_s, lo=0, hi=3600)
+    return LoadSpec.reconnect_margin_s if m is None else m
 
 
 def _abort_on(raw: dict[str, Any], p: s.Problems) -> AbortOn:

@@ -96,6 +96,7 @@ class LoadSpec:
     shape: ShapeSpec = field(default_factory=ShapeSpec)
     max_pacing_lag_ms: float = 10.0  # turns streamed later than this are flagged valid=false
     abort_on: AbortOn = field(default_factory=AbortOn)
+    reconnect_margin_s: float = 10.0  # slack before a known session expiry (client/expiry.py)
 
 
 @dataclass

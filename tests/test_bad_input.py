@@ -71,6 +71,8 @@ CASES = [
     ("zero spawn rate", GOOD.replace("users: 2", "users: 2\n  spawn_rate: 0"), "load.spawn_rate: must be ≥ 0.01"),
     ("month-long run", GOOD.replace("duration: 30s", "duration: 720h"), "load.duration: must be ≤ 604800"),
     ("zero turn timeout", GOOD.replace("users: 2", "users: 2\n  turn_timeout: 0s"), "load.turn_timeout: must be ≥ 1"),
+    ("negative reconnect margin", GOOD.replace("users: 2", "users: 2\n  reconnect_margin: -5s"),
+     "load.reconnect_margin: expected a duration"),
     ("negative pause", GOOD.replace("- fixture: car_call_mom", "- {fixture: car_call_mom, pause_ms: -5}"),
      "conversation[0].pause_ms: must be ≥ 0"),
     ("absurd step shape", GOOD.replace("duration: 30s", "duration: 30s\n  shape: {type: step, start_users: 1, "

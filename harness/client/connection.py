@@ -14,6 +14,7 @@ from .. import auth
 from ..quota import classify_throttle, is_session_expiry
 from ..protocol import events as ev
 from .. import audio
+from .expiry import EXPIRED, PLANNED, expiry_ns, fits
 from .tools import session_with_tools
 from .transport import ConnectError, connect
 
@@ -75,6 +76,7 @@ class Connection:
         rec.connect_ms = round((time.monotonic_ns() - t0) / NS - rec.backoff_ms - rec.budget_wait_ms, 3)
         rec.server_session_id = str(self._created.get("id", ""))
         rec.http_status, rec.error = None, ""
+        self._expiry_ns = expiry_ns(self._created, self._created_ns, self.ep.limits.max_session_minutes)
         return True
 
     def _configure(self) -> bool:
@@ -95,26 +97,51 @@ class Connection:
                 pass
         return True
 
-
-    # -- the maximum session length (harness/quota.py) ---------------------------------------------------
+    # -- the maximum session length (harness/quota.py, client/expiry.py) ---------------------------------
     def _expired(self) -> bool:
         """The server closed because the session reached its maximum length (error session_expired)."""
         texts = [m for _, m in list(self.timeline.session_errors)[self._errors_seen:]]
         texts += [m for t in self.timeline.turns[self._turns_seen:] for _, m in t.errors]
         return any(is_session_expiry(x) for x in texts + [self.timeline.close_detail])
 
-    def _reconnect(self) -> bool:
-        """Open a new session and go on with the conversation where the expired one stopped (soaks)."""
+    def _fits_before_expiry(self, pause_ms: int, utterance_ms: float) -> bool:
+        """Would the next turn (its pause, its utterance, a reply as long as the longest so far) end
+        ``load.reconnect_margin`` before this connection's known expiry? A connection that has not
+        spoken a turn yet always takes the next one: a new session is as long as it gets."""
+        prev = self.timeline.turns[-1] if len(self.timeline.turns) > self._turns_seen else None
+        if prev is None or self._expiry_ns is None:
+            return True
+        if prev.response_done_ns is not None and prev.speech_end_ns:
+            reply_s = (prev.response_done_ns - prev.speech_end_ns) / 1e9
+            self._reply_s = min(max(self._reply_s, reply_s), self.sc.load.turn_timeout_s)
+        turn_s = (pause_ms + utterance_ms) / 1000 + self._reply_s
+        return fits(self._expiry_ns, time.monotonic_ns(), turn_s, self.sc.load.reconnect_margin_s)
+
+    def _renew_between_turns(self, pause_ms: int, utterance_ms: float) -> bool:
+        """Between turns, nothing in flight: replace a session that expired meanwhile, or that would
+        expire before the next turn ends, so no turn is cut. False: no new session could be opened."""
+        expired = self._expired()
+        planned = not expired and self.timeline.closed_ns is None and not self._fits_before_expiry(pause_ms,
+                                                                                                   utterance_ms)
+        if not (expired or planned) or self.opt.stopping():
+            return True
+        return self._reconnect(EXPIRED if expired else PLANNED)
+
+    def _reconnect(self, reason: str = EXPIRED) -> bool:
+        """Open a new session and go on with the conversation where the old one stopped (soaks).
+
+        ``EXPIRED``: the server ended the session; the turn it cut short is classified session_expired.
+        ``PLANNED``: between turns, before a known expiry; nothing is in flight, nothing is lost."""
         rec = self.record
         t_closed = self.timeline.closed_ns or time.monotonic_ns()
-        self._cut = "session_expired"  # the turn the expiry cut short is the cap's doing, not the agent's
+        self._cut = "session_expired" if reason == EXPIRED else ""  # the cap's doing, not the agent's
         self._emit_ready(final=True)
         self._cut = ""
         if self.mic is not None:
             self.mic.stop()
         if self.transport is not None:
+            self.transport.on_message = _ignore_message  # the old connection's close is not this session's
             self.transport.close(1000)
-            self.transport.on_message = _ignore_message
             self.transport = None
         self.timeline.closed_ns, self.timeline.close_detail = None, ""
         self._errors_seen, self._turns_seen = len(self.timeline.session_errors), len(self.timeline.turns)
@@ -123,5 +150,6 @@ class Connection:
             return False
         rec.reconnects += 1
         rec.reconnect_gap_ms.append(round((time.monotonic_ns() - t_closed) / NS, 3))
+        rec.reconnect_reasons.append(reason)
         self._start_mic()
         return True

@@ -38,6 +38,7 @@ class Receiver:
             self.recorder.on_delta(t, str(event.get("response_id")), event["delta"])
         if etype == ev.SESSION_CREATED:
             self._created = event.get("session") if isinstance(event.get("session"), dict) else {}
+            self._created_ns = t
             self.changed.set()
         elif etype == ev.SESSION_UPDATED and not self._updated.ready():
             self._updated.set(True)

@@ -82,6 +82,9 @@ class CallerSession(Connection, Receiver):
         self.malformed = 0
         self._cut = ""  # set while a reconnect ends the turns the expired connection cut short
         self._errors_seen = self._turns_seen = 0  # what belongs to earlier connections of this session
+        self._created_ns = 0  # when this connection's session.created arrived (monotonic)
+        self._expiry_ns: int | None = None  # when this connection's session expires, if known (client/expiry.py)
+        self._reply_s = 0.0  # the longest reply so far (speech end -> response.done): the next turn's estimate
         self.recorder: Recorder | None = None
         self.tools: ToolRunner | None = None
         if scenario.tools:
@@ -135,6 +138,8 @@ class CallerSession(Connection, Receiver):
             if self.timeline.closed_ns is not None or self.mic.error is not None or self.opt.stopping():
                 break
             spec = sc.conversation[step]
+            fixture = fixture_for(sc, spec, self.variant)
+            fs = self._frames(fixture)
             prev = self.timeline.turns[-1] if self.timeline.turns else None
             if spec.barge_in_after_ms is not None and prev is not None:
                 self._wait(lambda: prev.first_audio_ns is not None or self._turn_over(prev),
@@ -145,18 +150,22 @@ class CallerSession(Connection, Receiver):
                 if prev is not None:
                     self._wait(lambda: self._turn_over(prev), (prev.speech_end_ns or time.monotonic_ns()) + timeout_ns)
                 self._emit_ready(final=False)
+                if not self._renew_between_turns(spec.pause_ms, fs.duration_ms):  # expiry (client/expiry.py)
+                    break
                 self._sleep_until(time.monotonic_ns() + spec.pause_ms * NS)
             self._spoken.append(spec)
             self.record.path.append(spec.id)
-            self._speak(i, spec, fixture_for(sc, spec, self.variant),
-                        prev if spec.barge_in_after_ms is not None else None)
+            self._speak(i, spec, fixture, fs, prev if spec.barge_in_after_ms is not None else None)
             self._emit_ready(final=False)
             step = self._next_step(spec, timeout_ns)
         for turn in self.timeline.turns:
             self._wait(lambda: self._turn_over(turn), (turn.speech_end_ns or time.monotonic_ns()) + timeout_ns)
             self._emit_ready(final=False)
         if self.timeline.turns and self.timeline.turns[-1].speech_end_ns:
-            self._sleep_until(self.timeline.turns[-1].speech_end_ns + a.trailing_silence_ms * NS)
+            end = self.timeline.turns[-1].speech_end_ns + a.trailing_silence_ms * NS
+            if self._expiry_ns is not None:  # hang up before a known expiry rather than be cut off
+                end = min(end, self._expiry_ns - int(sc.load.reconnect_margin_s * 1e9))
+            self._sleep_until(end)
 
     def _next_step(self, spec: TurnSpec, timeout_ns: int) -> int | None:
         """The scenario turn to speak next: a branching turn waits for its response and reads it."""
@@ -166,11 +175,15 @@ class CallerSession(Connection, Receiver):
         self._wait(lambda: self._turn_over(turn), (turn.speech_end_ns or time.monotonic_ns()) + timeout_ns)
         return next_turn(spec, "".join(turn.response_transcript))
 
-    def _speak(self, i: int, spec: TurnSpec, fixture: Any, interrupted: TurnTimeline | None) -> None:
+    def _frames(self, fixture: Any) -> Any:
+        """This caller's frames of a fixture (prepared before load: a cache hit)."""
         a = self.sc.audio
-        fs = fixtures.frames(fixture.id, self.in_fmt, a.chunk_ms, gain_db=a.perturb.gain_db,
-                             snr_db=a.perturb.snr_db, seed=self.opt.seed % NOISE_VARIANTS,
-                             directory=fixture.directory or self.sc.fixtures_dir)
+        return fixtures.frames(fixture.id, self.in_fmt, a.chunk_ms, gain_db=a.perturb.gain_db,
+                               snr_db=a.perturb.snr_db, seed=self.opt.seed % NOISE_VARIANTS,
+                               directory=fixture.directory or self.sc.fixtures_dir)
+
+    def _speak(self, i: int, spec: TurnSpec, fixture: Any, fs: Any, interrupted: TurnTimeline | None) -> None:
+        a = self.sc.audio
         kind = "manual" if spec.manual_commit or self.sc.manual else ("barge_in" if spec.barge_in_after_ms is not None
                                                                        else "vad")
         utt = Utterance(frames=_messages(fs.frames), chunk_ms=a.chunk_ms, speech_start_ms=fs.speech_start_ms,
