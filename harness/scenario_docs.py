@@ -77,8 +77,8 @@ NOTES = {
     "load.stop_timeout": "at the end, how long sessions in flight may finish their turns",
     "load.shape.type": "the shape's name; its parameters sit beside it",
     "load.reconnect_margin": "slack kept before a known session expiry (`expires_at`, else `target.limits."
-                             "max_session_minutes`): a turn whose expected length (pause + utterance + the longest "
-                             "reply so far) plus this would not fit is spoken on a new connection, opened between "
+                             "max_session_minutes`): a turn whose expected length (utterance + the longest reply so "
+                             "far) plus this would not fit is spoken on a new connection, opened between "
                              "turns (docs/azure.md)",
     "load.abort_on": "stop a run that cannot produce data, with the diagnosis at once (exit 3)",
     # speech synthesis (harness/tts, docs/speech.md)

@@ -104,8 +104,8 @@ class Connection:
         texts += [m for t in self.timeline.turns[self._turns_seen:] for _, m in t.errors]
         return any(is_session_expiry(x) for x in texts + [self.timeline.close_detail])
 
-    def _fits_before_expiry(self, pause_ms: int, utterance_ms: float) -> bool:
-        """Would the next turn (its pause, its utterance, a reply as long as the longest so far) end
+    def _fits_before_expiry(self, utterance_ms: float) -> bool:
+        """Would the next turn (its utterance, then a reply as long as the longest so far) end
         ``load.reconnect_margin`` before this connection's known expiry? A connection that has not
         spoken a turn yet always takes the next one: a new session is as long as it gets."""
         prev = self.timeline.turns[-1] if len(self.timeline.turns) > self._turns_seen else None
@@ -114,15 +114,14 @@ class Connection:
         if prev.response_done_ns is not None and prev.speech_end_ns:
             reply_s = (prev.response_done_ns - prev.speech_end_ns) / 1e9
             self._reply_s = min(max(self._reply_s, reply_s), self.sc.load.turn_timeout_s)
-        turn_s = (pause_ms + utterance_ms) / 1000 + self._reply_s
+        turn_s = utterance_ms / 1000 + self._reply_s
         return fits(self._expiry_ns, time.monotonic_ns(), turn_s, self.sc.load.reconnect_margin_s)
 
-    def _renew_between_turns(self, pause_ms: int, utterance_ms: float) -> bool:
+    def _renew_between_turns(self, utterance_ms: float) -> bool:
         """Between turns, nothing in flight: replace a session that expired meanwhile, or that would
         expire before the next turn ends, so no turn is cut. False: no new session could be opened."""
         expired = self._expired()
-        planned = not expired and self.timeline.closed_ns is None and not self._fits_before_expiry(pause_ms,
-                                                                                                   utterance_ms)
+        planned = not expired and self.timeline.closed_ns is None and not self._fits_before_expiry(utterance_ms)
         if not (expired or planned) or self.opt.stopping():
             return True
         return self._reconnect(EXPIRED if expired else PLANNED)

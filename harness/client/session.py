@@ -150,9 +150,9 @@ class CallerSession(Connection, Receiver):
                 if prev is not None:
                     self._wait(lambda: self._turn_over(prev), (prev.speech_end_ns or time.monotonic_ns()) + timeout_ns)
                 self._emit_ready(final=False)
-                if not self._renew_between_turns(spec.pause_ms, fs.duration_ms):  # expiry (client/expiry.py)
-                    break
                 self._sleep_until(time.monotonic_ns() + spec.pause_ms * NS)
+                if not self._renew_between_turns(fs.duration_ms):  # session expiry (client/expiry.py)
+                    break
             self._spoken.append(spec)
             self.record.path.append(spec.id)
             self._speak(i, spec, fixture, fs, prev if spec.barge_in_after_ms is not None else None)
