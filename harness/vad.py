@@ -130,6 +130,8 @@ class StreamingVad:
         self._spread = 2.0  # mean height (dB) of non-speech frames above the floor
         self._peak = -200.0  # loudest recent speech frame (dBFS)
         self._recent: list[float] = []  # smoothed energies (dB) of the last STATIONARY_FRAMES
+        self._recent_hi = -math.inf  # max(self._recent) and min(self._recent), kept as frames come and go
+        self._recent_lo = math.inf
         self._lin: list[float] = []  # linear powers of the last SMOOTH_FRAMES
         self.speaking = False
         self._cand_start = -1  # sample where the candidate run began (-1: none)
@@ -193,6 +195,7 @@ class StreamingVad:
         pos, gap, run, speaking = self._pos, self._gap, self._run, self.speaking
         cand_start, cand_speech, credit, last_end = self._cand_start, self._cand_speech, self._credit, self._last_end
         prob = self.last_probability
+        hi, lo = self._recent_hi, self._recent_lo
         sp = self._sp
         db_offset, inv_bins, mean_log_tilt, log_bins = sp.db_offset, sp.inv_bins, sp.mean_log_tilt, sp.log_bins
         log10, exp, log = math.log10, math.exp, math.log
@@ -223,13 +226,21 @@ class StreamingVad:
             lin.append(10.0 ** (e * 0.1))
             if len(lin) > SMOOTH_FRAMES:
                 del lin[0]
-            recent.append(10.0 * log10(sum(lin) / len(lin)))
+            r = 10.0 * log10(sum(lin) / len(lin))
+            recent.append(r)
+            # The window's max and min without scanning it per frame: rescanned only when the value
+            # leaving was the extreme (max/min select values, so they are the same floats).
             if len(recent) > STATIONARY_FRAMES:
-                del recent[0]
+                old = recent.pop(0)
+                hi = max(recent) if old == hi else r if r > hi else hi
+                lo = min(recent) if old == lo else r if r < lo else lo
+            else:
+                hi = r if r > hi else hi
+                lo = r if r < lo else lo
             if e < floor:
                 floor += FLOOR_FALL * (e - floor)
-            elif len(recent) == STATIONARY_FRAMES and max(recent) - min(recent) < STATIONARY_DB:
-                a = min(recent) - STATIONARY_DB - floor
+            elif len(recent) == STATIONARY_FRAMES and hi - lo < STATIONARY_DB:
+                a = lo - STATIONARY_DB - floor
                 floor += FLOOR_CHASE * (a if a > 0.0 else 0.0)
             else:
                 a = e - floor
@@ -273,6 +284,7 @@ class StreamingVad:
         self._floor, self._peak, self._pos, self._gap, self._run, self.speaking = floor, peak, pos, gap, run, speaking
         self._cand_start, self._cand_speech, self._credit, self._last_end = cand_start, cand_speech, credit, last_end
         self.last_probability = prob
+        self._recent_hi, self._recent_lo = hi, lo
         return events
 
     @property

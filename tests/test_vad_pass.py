@@ -65,7 +65,10 @@ def test_feed_many_equals_feed_per_detector(seed: int) -> None:
             events_stacked[i] += evs
         passes += 1
         for i in group:
-            assert _state(alone[i]) == _state(stacked[i]), (FIXTURES[i], passes)
+            v = stacked[i]
+            assert _state(alone[i]) == _state(v), (FIXTURES[i], passes)
+            # the stationarity window's extremes, kept incrementally, are its max and min
+            assert not v._recent or (v._recent_hi, v._recent_lo) == (max(v._recent), min(v._recent))
     assert [[_ev(e) for e in es] for es in events_alone] == [[_ev(e) for e in es] for es in events_stacked]
     assert all(any(e.kind == "stopped" for e in es) for es in events_alone)  # every stream had speech
 
