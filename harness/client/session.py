@@ -43,7 +43,7 @@ MAX_TURN_EVENTS = 2000
 MAX_SESSION_ERRORS = 100
 
 
-def _closed_send(data: bytes) -> None:
+def _closed_send(data: bytes, block: bool = True) -> bool:
     raise ConnectionError("session ended")
 
 
@@ -314,14 +314,16 @@ class CallerSession(Connection, Receiver):
         if self.tools is not None:
             self.tools.send, self.tools.on_change = _closed_send, _noop
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, data: bytes, block: bool = True) -> bool:
         if self.transport is None:
             raise ConnectionError("not connected")
-        self.transport.send_text(data)
+        return self.transport.send_text(data, block)
 
-    def _send_recorded(self, data: bytes) -> None:
-        self._send(data)
+    def _send_recorded(self, data: bytes, block: bool = True) -> bool:
+        if not self._send(data, block):
+            return False
         self.recorder.on_sent(time.monotonic_ns(), data)
+        return True
 
     def _wait(self, cond: Callable[[], bool], deadline_ns: int) -> bool:
         while not cond():

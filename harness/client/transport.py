@@ -126,7 +126,7 @@ class Transport:
         self._reader = gevent.spawn(self._read_loop, early or [], t_early)
 
     # -- sending -------------------------------------------------------------------------------
-    def send_text(self, data: bytes) -> None:
+    def send_text(self, data: bytes, block: bool = True) -> bool:
         """Send one text message (UTF-8 bytes). Raises ConnectionError once the connection is gone.
 
         Hot path (every 20 ms per session): while the connection is OPEN and no other send is
@@ -134,6 +134,11 @@ class Transport:
         one non-blocking send(), without websockets' Frame objects, gevent's sendall wrapper (which
         adds a getsockopt syscall per call) or the lock: no greenlet switch can happen in between,
         so frames never interleave. A partial write finishes under the lock, like any other send.
+
+        ``block=False`` (the mic's timer callback, which runs in the event loop and must not wait):
+        returns False, having sent nothing, when the frame could not start at once (another send
+        holds the connection); the rest of a partial write is finished by a helper greenlet that
+        holds the lock, so later frames wait behind it in order.
         """
         if self.closed is not None:
             raise ConnectionError("connection closed")
@@ -141,6 +146,8 @@ class Transport:
         try:
             if (proto._state is _OPEN and self._raw_send is not None and not lock.locked()
                     and not proto.expect_continuation_frame and not proto.debug):
+                if self._send_error:
+                    raise ConnectionError(self._send_error)
                 frame = text_frame(data)
                 if self._encrypt is not None:
                     frame = self._encrypt(frame)
@@ -149,20 +156,36 @@ class Transport:
                 except BlockingIOError:
                     sent = 0
                 if sent < len(frame):
+                    if not block:
+                        lock.acquire(blocking=False)  # free (checked above, nothing switched since)
+                        gevent.spawn(self._finish_write, memoryview(frame)[sent:])
+                        return True
                     with lock:
                         self._wire.sendall(memoryview(frame)[sent:])
-                return
+                return True
+            if not block:
+                return False
             with lock:  # another send is blocked, or not OPEN (websockets raises the right error)
                 if proto._state is _OPEN and not proto.expect_continuation_frame and not proto.debug:
                     self.sock.sendall(text_frame(data))
                 else:
                     proto.send_text(data)
                     self._flush()
+            return True
         except (OSError, ssl.SSLError) as exc:
             # After a reset the kernel reports ECONNRESET to whichever call comes first; if a send
             # took it, the reader only sees a bare EOF, so it needs the cause from here.
             self._send_error = self._send_error or f"{type(exc).__name__}: {exc}"
             raise ConnectionError(str(exc)) from exc
+
+    def _finish_write(self, rest: memoryview) -> None:
+        """The rest of a partial non-blocking write, with the lock the caller took for us."""
+        try:
+            self._wire.sendall(rest)
+        except (OSError, ssl.SSLError) as exc:  # the next send raises ConnectionError with this cause
+            self._send_error = self._send_error or f"{type(exc).__name__}: {exc}"
+        finally:
+            self._lock.release()
 
     def _flush(self) -> None:
         for chunk in self.protocol.data_to_send():
