@@ -226,3 +226,39 @@ def test_concurrent_sessions_over_sockets_get_their_own_decisions(monkeypatch) -
     for fid, got, want in zip(FIXTURES, gots, wants):
         assert want and got == want, fid
     assert stacked["passes"] > 0 and stacked["decisions"] > 0, stacked  # decisions did come from stacked passes
+
+
+# --- base64 -----------------------------------------------------------------------------------------
+
+def test_append_base64_is_binascii_strict() -> None:
+    """The simulator's decoder (pybase64 first) accepts, decodes and refuses exactly as binascii's strict mode,
+    on valid frames and on fuzzed near-base64 (padding in odd places, whitespace, URL-safe letters, str input)."""
+    import binascii
+
+    from harness.simulator import vad_stream
+
+    assert vad_stream._simd_b64decode is not None  # the fast path is what is tested (pybase64 is a dependency)
+    rng = random.Random(3)
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    accepted = refused = 0
+    for _ in range(20000):
+        s = bytearray(rng.choice(alphabet) for _ in range(rng.choice([0, 1, 2, 3, 4, 6, 8, 12, 1280])))
+        for _ in range(rng.choice([0, 0, 1, 2])):
+            if s:
+                s[rng.randrange(len(s))] = rng.choice(b"=-_ \n.\xe9" + alphabet)
+        if len(s) >= 2 and rng.random() < 0.3:
+            s[-rng.choice([1, 2]):] = b"=="[: rng.choice([1, 2])]
+        data = bytes(s)
+        arg = data.decode("latin-1") if rng.random() < 0.2 else memoryview(data) if rng.random() < 0.5 else data
+        try:
+            want: bytes | str = binascii.a2b_base64(arg, strict_mode=True)
+        except (binascii.Error, ValueError, TypeError) as exc:
+            want = f"invalid base64 audio: {exc}"
+        try:
+            got: bytes | str = vad_stream.decode_b64(arg)
+        except ValueError as exc:
+            got = str(exc)
+        assert got == want, data[:40]
+        accepted += isinstance(want, bytes)
+        refused += isinstance(want, str)
+    assert accepted > 1000 and refused > 1000
