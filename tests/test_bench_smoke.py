@@ -21,6 +21,7 @@ ROW_KEYS = {"kind", "sessions", "sessions_streaming", "late_p50_ms", "late_p99_m
             "sim_cpu_pct", "sim_lag_p99_ms", "core_others_pct", "meets_goals", "all_runs"}
 
 
+@pytest.mark.serial  # a CPU/throughput benchmark that loads the whole machine: run alone (make test)
 @pytest.mark.timeout(180)
 def test_quick_bench_writes_results(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)], cwd=ROOT,

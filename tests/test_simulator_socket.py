@@ -22,6 +22,7 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
 
 
+@pytest.mark.serial  # VAD bounds within 10 ms, first audio within 25 ms: run alone (make test)
 def test_vad_events_and_ground_truth_in_real_time(tmp_path):
     """speech_started/stopped land within one VAD frame of the fixture's bounds; truth matches the client."""
     truth = tmp_path / "truth.jsonl"
