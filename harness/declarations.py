@@ -203,11 +203,14 @@ def fields(tree: dict[Path, Field] | None = None) -> list[Field]:
 def write_generated(render: Callable[[], str], shipped: Any, argv: list[str] | None = None) -> int:
     """``python -m`` entry of a file generated from these declarations (the JSON Schema, docs/scenarios.md):
     write ``shipped`` (or the path given; ``-`` prints it)."""
+    import argparse
     import sys
     from pathlib import Path as _P
 
-    args = sys.argv[1:] if argv is None else argv
-    out = args[0] if args else str(shipped)
+    ap = argparse.ArgumentParser(description=f"Regenerate {_P(str(shipped)).name} from the scenario parser's "
+                                 "declarations.")
+    ap.add_argument("out", nargs="?", default=str(shipped), help=f"where to write it (default {shipped}; - prints it)")
+    out = ap.parse_args(sys.argv[1:] if argv is None else argv).out
     text = render()
     if out == "-":
         sys.stdout.write(text)

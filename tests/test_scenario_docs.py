@@ -51,3 +51,12 @@ def test_the_regeneration_command_writes_the_page(tmp_path):
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert out.read_text(encoding="utf-8") == scenario_docs.SHIPPED.read_text(encoding="utf-8")
+
+
+def test_help_prints_usage_and_writes_nothing(tmp_path):
+    """``--help`` once wrote the reference to a file called ``--help``."""
+    for module in ("harness.scenario_docs", "harness.scenario_schema"):
+        run = subprocess.run([sys.executable, "-m", module, "--help"], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=60, env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        assert run.returncode == 0 and run.stdout.startswith("usage:"), run.stdout + run.stderr
+        assert list(tmp_path.iterdir()) == []
