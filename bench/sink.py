@@ -5,7 +5,9 @@ back-pressure then delays the *load generator's* sends: the bench would measure 
 This peer does the least a server can: a hand-written WebSocket upgrade, ``session.created`` and
 ``session.updated``, then it discards every byte it receives (no frame parsing) and, per session,
 plays a canned response on a timer (``response.created``, 20 deltas of 100 ms audio 50 ms apart,
-``response.done``). There is no ground truth, so sink steps report pacing, CPU, memory and
+``response.done``). The audio is a voice-level tone after 40 ms of silence, as a real reply starts:
+a caller decodes deltas only until it finds the first audible sample, so all-silent replies would
+make it decode every delta, a cost no real agent's audio causes. There is no ground truth, so sink steps report pacing, CPU, memory and
 stamping only. Plain ``select.epoll`` in one thread, pinned to a core. With ``--tls-cert/--tls-key``
 it serves wss://, TLS driven sans-I/O (``ssl.SSLObject`` over memory BIOs): decrypting what it
 receives is the one cost it must pay to stay a peer.
@@ -20,6 +22,7 @@ import base64
 import hashlib
 import heapq
 import itertools
+import math
 import os
 import select
 import signal
@@ -33,7 +36,9 @@ import orjson
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 CYCLE_S, DELTAS, DELTA_GAP_S = 6.0, 20, 0.05
-AUDIO_B64 = base64.b64encode(bytes(4800)).decode()  # 100 ms of PCM16 silence at 24 kHz
+_TONE = struct.pack("<2400h", *(int(3000 * math.sin(2 * math.pi * 220 * i / 24000)) for i in range(2400)))
+FIRST_B64 = base64.b64encode(bytes(1920) + _TONE[:2880]).decode()  # 40 ms silence, 60 ms tone (PCM16, 24 kHz)
+AUDIO_B64 = base64.b64encode(_TONE).decode()  # 100 ms of a 220 Hz tone at -21 dBFS
 _ids = itertools.count()
 
 
@@ -139,7 +144,7 @@ def _next(c: Conn) -> tuple[bytes, float]:
         if c.k >= DELTAS:
             c.phase = 2
         return _ev("response.audio.delta", response_id=c.rid, item_id="item_sink", output_index=0,
-                   content_index=0, delta=AUDIO_B64), DELTA_GAP_S
+                   content_index=0, delta=FIRST_B64 if c.k == 1 else AUDIO_B64), DELTA_GAP_S
     c.phase = 0
     return _ev("response.done", response={"id": c.rid, "status": "completed"}), CYCLE_S - 0.2 - DELTAS * DELTA_GAP_S
 
