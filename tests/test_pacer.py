@@ -111,6 +111,7 @@ def _payloads(n: int, size: int) -> tuple[bytes, ...]:
     return tuple(b'{"seq":%06d,"pad":"' % i + b"x" * size + b'"}' for i in range(n))
 
 
+@pytest.mark.serial  # asserts the event loop never stalls > 0.25 s: neighbours could starve it (make test)
 def test_a_peer_that_stops_reading_never_blocks_the_loop_and_every_frame_arrives_whole_and_in_order():
     """2.5 s without reads at 50 frames/s of 64 KB fills every buffer: sends go partial, the helper
     greenlet finishes them, the mic catches up, and the event loop keeps turning meanwhile."""
@@ -142,6 +143,7 @@ def test_a_peer_that_stops_reading_never_blocks_the_loop_and_every_frame_arrives
     assert peer.messages == list(frames[:sent]), "frames interleaved, lost or reordered"
 
 
+@pytest.mark.serial  # asserts lateness p50 < 5 ms after the stall: run alone (make test)
 def test_a_mic_behind_by_more_than_a_period_realigns_to_its_own_schedule():
     """libev restarts a repeating timer's schedule from 'now' when it fell a whole period behind; the
     mic re-arms on its own grid, so frames after a 213 ms stall of the whole process are on time
