@@ -43,28 +43,30 @@ def _handshake(conn: socket.socket) -> bytes:
 
 def _frames(buf: bytearray) -> list[bytes] | None:
     """Whole client frames (masked, unfragmented TEXT) taken off the front of ``buf``; None at the
-    client's close frame."""
-    out = []
-    while len(buf) >= 2:
-        b0, b1 = buf[0], buf[1]
+    client's close frame. Unmasked with one big-integer XOR: a byte loop is too slow for 13 MB."""
+    out, pos0 = [], 0
+    while len(buf) - pos0 >= 2:
+        b0, b1 = buf[pos0], buf[pos0 + 1]
         if b0 == 0x88:
+            del buf[:pos0]
             return out + [None]  # type: ignore[list-item]
-        assert b0 == 0x81 and b1 & 0x80, f"not a final masked TEXT frame: {buf[:2].hex()}"
-        n, pos = b1 & 0x7F, 2
+        assert b0 == 0x81 and b1 & 0x80, f"not a final masked TEXT frame: {buf[pos0:pos0 + 2].hex()}"
+        n, pos = b1 & 0x7F, pos0 + 2
         if n == 126:
-            if len(buf) < 4:
+            if len(buf) - pos0 < 4:
                 break
-            n, pos = struct.unpack_from("!H", buf, 2)[0], 4
+            n, pos = struct.unpack_from("!H", buf, pos0 + 2)[0], pos0 + 4
         elif n == 127:
-            if len(buf) < 10:
+            if len(buf) - pos0 < 10:
                 break
-            n, pos = struct.unpack_from("!Q", buf, 2)[0], 10
+            n, pos = struct.unpack_from("!Q", buf, pos0 + 2)[0], pos0 + 10
         if len(buf) < pos + 4 + n:
             break
-        mask = buf[pos:pos + 4]
-        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(buf[pos + 4:pos + 4 + n]))
-        out.append(payload)
-        del buf[:pos + 4 + n]
+        mask = bytes(buf[pos:pos + 4]) * (n // 4 + 1)
+        masked = int.from_bytes(buf[pos + 4:pos + 4 + n], "big")
+        out.append((masked ^ int.from_bytes(mask[:n], "big")).to_bytes(n, "big"))
+        pos0 = pos + 4 + n
+    del buf[:pos0]
     return out
 
 
