@@ -32,13 +32,13 @@ ROOT = Path(__file__).resolve().parents[1]
 #: measured against the sink (bench/sink.py), which has no ground truth. TLS series run the same
 #: steps over wss:// (both peers serve TLS with a fresh local CA); a series stops at saturation.
 SERIES = [
-    ("harness", "sim", "", [50, 100, 200, 300, 400, 500, 750, 1000], False),
-    ("harness", "sink", "", [750, 1000, 1250, 1500, 2000, 2500], False),
-    ("harness", "sim", "", [50, 100, 200, 300, 400, 500, 750], True),
-    ("harness", "sink", "", [500, 750, 1000, 1250, 1500], True),
+    ("harness", "sim", "", [100, 200, 300, 400, 500, 600, 750, 1000], False),
+    ("harness", "sink", "", [500, 600, 750, 900, 1000, 1250, 1500], False),
+    ("harness", "sim", "", [100, 200, 300, 400, 500, 600, 750], True),
+    ("harness", "sink", "", [300, 400, 500, 600, 750, 1000], True),
     ("baseline", "sim", "naive", [25, 100], False),
     ("baseline", "sim", "deadline", [200], False),
-    ("baseline", "sink", "deadline", [300, 400, 450, 500], False),
+    ("baseline", "sink", "deadline", [200, 300, 400, 450, 500], False),
 ]
 QUICK_SERIES = [("harness", "sim", "", [5, 10], False), ("harness", "sim", "", [5], True),
                 ("baseline", "sim", "deadline", [5], False)]
