@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench.stats import write_result
+
 ROOT = Path(__file__).resolve().parents[1]
 CHUNK_MS = 20
 
@@ -136,9 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     med = {d: statistics.median(r["us_per_frame"] for r in runs if r["design"] == d) for d in designs}
     result = {"date": dt.date.today().isoformat(), "mics": a.mics, "chunk_ms": CHUNK_MS, "window_s": a.window,
               "us_per_frame_median": med, "runs": runs}
-    path = ROOT / "bench" / "results" / f"pacing-{result['date']}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_result("pacing", result)
     print(f"pacing at {a.mics} mics, CPU µs per frame (medians of {a.rounds}): "
           + ", ".join(f"{d} {v}" for d, v in med.items()) + f" → {path}")
     return 0

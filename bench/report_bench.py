@@ -8,12 +8,13 @@ bench/results/report-<date>.json. Timing belongs here, not in unit tests: the ma
 from __future__ import annotations
 
 import datetime as dt
-import json
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench.stats import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,9 +34,7 @@ def main(argv: list[str] | None = None) -> int:
             times.append(time.perf_counter() - t)
     result = {"date": dt.date.today().isoformat(), "turns": n, "repeats": repeats,
               "write_all_s_median": round(statistics.median(times), 3), "write_all_s": [round(x, 3) for x in times]}
-    out = ROOT / "bench" / "results" / f"report-{result['date']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write_result("report", result)
     print(f"report for {n} turns: median {result['write_all_s_median']} s over {repeats} runs → {out}")
     return 0
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import selectors
 import socket
 import time
 from pathlib import Path
+
+from bench.stats import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAME = b"x" * 1300
@@ -97,9 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(r)
     result = {"date": dt.date.today().isoformat(), "frame_bytes": len(FRAME), "seconds": a.seconds, "rows": rows}
-    path = ROOT / "bench" / "results" / f"send-floor-{result['date']}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_result("send-floor", result)
     print(f"→ {path}")
     return 0
 

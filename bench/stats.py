@@ -193,3 +193,15 @@ class GcPauses:
         ms = [p for _, p in self.pauses]
         return {"gc_collections": len(ms), "gc_gen2": sum(1 for g, _ in self.pauses if g == 2),
                 "gc_max_ms": round(max(ms), 3) if ms else 0.0, "gc_total_ms": round(sum(ms), 3)}
+
+
+def write_result(name: str, result: dict):
+    """bench/results/<name>-<date>.json for the small benches (one file per bench and day)."""
+    import datetime as dt
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent / "results" / f"{name}-{dt.date.today().isoformat()}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path
