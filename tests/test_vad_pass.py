@@ -11,7 +11,7 @@ import pytest
 from harness import audio, fixtures
 from harness.fixtures import load_manifest
 from harness.protocol import events as ev
-from harness.simulator.actions import Send
+from harness.simulator.actions import Compute, Send, Timer
 from harness.simulator.profiles import load_profile
 from harness.simulator.responder import ReplyBank
 from harness.simulator.session import SessionSetup, SimSession
@@ -98,7 +98,8 @@ def _session(index: int, defer: bool, batch_ms: int) -> SimSession:
     s = SimSession(SessionSetup("2026-07-15", "gpt-realtime", None, index, 1, p, ReplyBank(), Transcriber(),
                                 defer_vad=defer), 0)
     s.start(0)
-    s.receive(json.dumps(ev.session_update({"turn_detection": {"type": "server_vad"}})).encode(), 0, 0)
+    s.receive(json.dumps(ev.session_update({"turn_detection": {"type": "server_vad"},
+                                            "input_audio_transcription": {"model": "whisper-1"}})).encode(), 0, 0)
     return s
 
 
@@ -111,19 +112,25 @@ class _Link:
 
 
 def _visible(actions) -> list[tuple]:
-    """What a client sees of the actions, minus random ids."""
+    """What a client sees of the actions, minus random ids, plus the ground truth of speech_stopped."""
     out = []
     for a in actions:
         if isinstance(a, Send):
-            e = a.event
-            out.append((e["type"], e.get("audio_start_ms"), e.get("audio_end_ms")))
+            e, t = a.event, a.truth
+            out.append((e["type"], e.get("audio_start_ms"), e.get("audio_end_ms")) + (() if t is None else (
+                t.speech_start_audio_ms, t.speech_end_audio_ms, t.speech_end_recv_mono_ns, t.speech_end_recv_shared)))
+        elif isinstance(a, Timer):  # when the response's events are due: anchored at the deciding append
+            out.append(("timer", a.at_ns))
+        elif isinstance(a, Compute):  # transcription of the kept audio
+            out.append(("transcript", a.work()))
     return out
 
 
 def test_sessions_decide_the_same_in_the_loop_pass() -> None:
     """Six sessions with different fixtures, chunk sizes and VAD batches: through VadPass (decided together
-    once per tick) each sees exactly the events it sees deciding on its own, in the same order - also when
-    another message reaches a session whose batch is still due (it catches up first)."""
+    once per tick) each sees exactly the events and speech-end truth it sees deciding on its own, in the
+    same order - also when another message reaches a session whose batch is still due (it catches up
+    first) and when one read brings several appends (batches queue up, each decided as of its own append)."""
     fmt = audio.input_format("pcm16", 24000)
     chunks_ms = (20, 40, 20, 100, 60, 20)
     batches_ms = (100, 60, 20, 100, 100, 60)
@@ -141,13 +148,25 @@ def test_sessions_decide_the_same_in_the_loop_pass() -> None:
     vp = VadPass(scheduled.append)
     seen_alone: list[list] = [[] for _ in FIXTURES]
     catch_ups = 0
-    for t in range(max(len(s) for s in streams)):
+    # Sessions 0 and 3 get bursts: some reads carry 2-7 appends (one kernel stamp for all of them).
+    reads = []
+    for i, msgs in enumerate(streams):
+        rng, k, rs = random.Random(i), 0, []
+        while k < len(msgs):
+            n = rng.choice([1, 1, 1, 2, 3, 7]) if i in (0, 3) else 1
+            rs.append(msgs[k : k + n])
+            k += n
+        reads.append(rs)
+    bursts = 0
+    for t in range(max(len(r) for r in reads)):
         now = (t + 1) * 20_000_000
-        for i, msgs in enumerate(streams):
-            if t >= len(msgs):
+        for i, rs in enumerate(reads):
+            if t >= len(rs):
                 continue
-            seen_alone[i] += _visible(alone[i].receive(msgs[t], now, now))
-            links[i].sent += _visible(deferred[i].receive(msgs[t], now, now))
+            for m in rs[t]:
+                bursts += deferred[i].input.due
+                seen_alone[i] += _visible(alone[i].receive(m, now, now))
+                links[i].sent += _visible(deferred[i].receive(m, now, now))
             if deferred[i].input.due and i in (1, 4):  # a second message in the same read: it catches up first
                 catch_ups += 1
                 seen_alone[i] += _visible(alone[i].receive(update, now, now))
@@ -161,7 +180,8 @@ def test_sessions_decide_the_same_in_the_loop_pass() -> None:
         assert links[i].sent == seen_alone[i], FIXTURES[i]
         kinds = [k for k, *_ in seen_alone[i]]
         assert kinds.count(ev.SPEECH_STOPPED) >= 2, FIXTURES[i]
-    assert catch_ups > 0  # the catch-up path was exercised
+    assert catch_ups > 0 and bursts > 0  # both paths were exercised
+    assert any(t[-1] for i in (0, 3) for t in seen_alone[i] if t[0] == ev.SPEECH_STOPPED)  # a shared-read stamp
 
 
 # --- over real sockets -----------------------------------------------------------------------------

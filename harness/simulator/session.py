@@ -17,6 +17,7 @@ from typing import Any
 from ..limits import INPUT_AUDIO_TOKENS_PER_S, text_tokens
 from ..protocol import events as ev
 from ..protocol import session as ps
+from ..vad import VadEvent
 from .actions import Action, Close, Record, Send, Timer
 from .conversation import Conversation
 from .profiles import Profile, rng_for
@@ -114,18 +115,30 @@ class SimSession:
             out.append(Timer(now_ns + int(limit * 1e9), self._expire))
         return out
 
-    def receive(self, data: str | bytes, recv_ns: int, recv_wall_ns: int) -> list[Action]:
-        if self.input.due:  # a VAD batch still waits for the loop pass: its decisions come first
-            out = self.catch_up()
-            return out + self._receive(data, recv_ns, recv_wall_ns)
-        return self._receive(data, recv_ns, recv_wall_ns)
-
     def catch_up(self) -> list[Action]:
-        """Decide now a VAD batch left for the server's loop pass (``defer_vad``): before anything else
-        (a message, a timer) reaches this session, so its actions keep the per-session order."""
+        """Decide now the VAD batches taken for the server's loop pass (``defer_vad``): before anything
+        but a plain append (a message, a timer) reaches this session, so its actions keep the
+        per-session order; appends only queue more audio behind them and emit nothing themselves."""
         if not self.input.due or self.closed:
             return []
-        return self.speech_actions(self.input.flush(), self.input.due_ns)
+        out: list[Action] = []
+        vad = self.input.vad
+        for frames, due_ns, position, arrivals in self.input.take_due():
+            out += self.decided([] if frames is None else vad.classify(frames), due_ns, position, arrivals)
+        return out
+
+    def decided(self, events: list[VadEvent], due_ns: int, position_ms: float, arrivals: int) -> list[Action]:
+        """The actions of a taken batch's VAD events, exactly as when decided on the spot: as of the
+        append that completed it (``due_ns``), the buffer position and the arrivals known then."""
+        inp = self.input
+        speech = inp.classified(events, position_ms)
+        if not speech:
+            return []
+        inp.arrivals_seen = arrivals
+        try:
+            return self.speech_actions(speech, due_ns)
+        finally:
+            inp.arrivals_seen = None
 
     def speech_actions(self, speech: list[SpeechEvent], recv_ns: int) -> list[Action]:
         """What VAD decisions do, ``recv_ns`` being the arrival of the append that completed their batch."""
@@ -134,7 +147,7 @@ class SimSession:
             out += self._on_speech(sev, recv_ns)
         return out
 
-    def _receive(self, data: str | bytes, recv_ns: int, recv_wall_ns: int) -> list[Action]:
+    def receive(self, data: str | bytes, recv_ns: int, recv_wall_ns: int) -> list[Action]:
         if self.closed:
             return []
         self.s.stats.messages_in += 1
@@ -146,6 +159,11 @@ class SimSession:
         end = len(data) - 2
         if data.startswith(APPEND_PREFIX) and data.endswith(b'"}') and data.find(b'"', _PREFIX_LEN, end) < 0:
             return self._append_b64(memoryview(data)[_PREFIX_LEN:end], None, recv_ns, recv_wall_ns)
+        if self.input.due:  # VAD batches still wait for the loop pass: their decisions come first
+            return self.catch_up() + self._event(data, recv_ns, recv_wall_ns)
+        return self._event(data, recv_ns, recv_wall_ns)
+
+    def _event(self, data: bytes, recv_ns: int, recv_wall_ns: int) -> list[Action]:
         try:
             event = ev.parse(data)
         except ev.ProtocolError as exc:
@@ -229,8 +247,8 @@ class SimSession:
         before = self.input.position_ms
         try:
             speech = self.input.append(b64, recv_ns, recv_wall_ns)
-        except ValueError as exc:
-            return self._error(f"Invalid 'audio': {exc}", "invalid_value", "audio", event_id)
+        except ValueError as exc:  # after any decisions still due (they come from earlier appends)
+            return self.catch_up() + self._error(f"Invalid 'audio': {exc}", "invalid_value", "audio", event_id)
         got_ms = self.input.position_ms - before
         stats.audio_in_ms += got_ms
         # Every second of audio received costs input tokens on the resource's meter, an open mic's

@@ -52,14 +52,26 @@ class VadPass:
                 live.append(link)
         if not live:
             return
-        taken = [(link.session.input.vad, link.session.input.take()) for link in live]
-        for link, events in zip(live, feed_many(taken)):
-            s = link.session
-            try:
-                actions = s.speech_actions(s.input.classified(events), s.input.due_ns)
-            except Exception:  # one session's bug must not take the others' decisions down
-                log.exception("session %s crashed", s.id)
-                link.dispatch([Close(1011, "internal simulator error")])
+        taken, owner = [], []
+        for link in live:
+            inp = link.session.input
+            for batch in inp.take_due():
+                taken.append((inp.vad, batch[0]))
+                owner.append((link, batch))
+        out: dict[int, list[Action]] = {}
+        failed: set[int] = set()
+        for (link, (_, due_ns, position, arrivals)), events in zip(owner, feed_many(taken)):
+            key = id(link)
+            if key in failed:
                 continue
+            try:
+                out.setdefault(key, []).extend(link.session.decided(events, due_ns, position, arrivals))
+            except Exception:  # one session's bug must not take the others' decisions down
+                log.exception("session %s crashed", link.session.id)
+                failed.add(key)
+                out.pop(key, None)
+                link.dispatch([Close(1011, "internal simulator error")])
+        for link in live:
+            actions = out.get(id(link))
             if actions:
                 link.dispatch(actions)

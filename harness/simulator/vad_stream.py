@@ -66,11 +66,13 @@ class InputAudio:
         self._chunks: deque[tuple[float, np.ndarray]] = deque()  # (start_ms, samples at fmt rate)
         self._chunks_rate = fmt.sample_rate
         self.speaking = False
-        # Deferred mode (the server): a batch that falls due is left pending (``due``) for the
-        # loop pass's cross-session VAD (vad_pass.py) instead of being classified on the spot.
+        # Deferred mode (the server): a batch that falls due is taken (decoded, handed to the
+        # detector's buffer) but classified later, by the loop pass's cross-session VAD (vad_pass.py):
+        # (frames, arrival of the append that completed it, position and arrivals count then).
         self.defer = False
         self.due = False
-        self.due_ns = 0  # arrival (mono) of the append that made the batch due
+        self._taken: list[tuple[np.ndarray | None, int, float, int]] = []
+        self.arrivals_seen: int | None = None  # recv_shared as of a deferred batch's decision
         self.configure(fmt, params)
 
     def configure(self, fmt: audio.AudioFormat, params: VadParams) -> None:
@@ -85,6 +87,7 @@ class InputAudio:
         self._pending_ms = 0.0
         self.speaking = False
         self.due = False
+        self._taken = []
         if fmt.sample_rate != self._chunks_rate:
             self._chunks.clear()
             self._chunks_rate = fmt.sample_rate
@@ -109,15 +112,15 @@ class InputAudio:
         if self._pending_ms + 1e-6 < self.batch_ms:
             return []
         if self.defer:
-            if not self.due:
-                self.due, self.due_ns = True, recv_mono
+            self._taken.append((self.take(), recv_mono, self.position_ms, self._arr_n))
+            self.due = True
             return []
         return self.flush()
 
     def flush(self) -> list[SpeechEvent]:
-        """Classify everything pending now (also used before a manual commit)."""
+        """Classify everything pending now (also used before a manual commit; batches taken for the
+        loop pass are not included: ``take_due`` first)."""
         if not self._pending:
-            self.due = False
             return []
         frames = self.take()
         return self.classified([] if frames is None else self._vad.classify(frames))
@@ -125,9 +128,8 @@ class InputAudio:
     def take(self) -> np.ndarray | None:
         """Decode what is pending and hand it to the detector: its frames now due (StreamingVad.take).
 
-        Call only with something pending (``has_pending``); ``classified`` must follow.
+        Call only with something pending; ``classified`` must follow, in order.
         """
-        self.due = False
         data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
         if self.fmt.codec == "pcm16":  # a read-only view: the VAD converts to float anyway
             x = np.frombuffer(data, "<i2", len(data) // 2)
@@ -140,16 +142,18 @@ class InputAudio:
         self._pending_start = None
         return self._vad.take(x)
 
-    @property
-    def has_pending(self) -> bool:
-        return bool(self._pending)
+    def take_due(self) -> list[tuple[np.ndarray | None, int, float, int]]:
+        """The batches taken for the loop pass, oldest first: (frames, due ns, position, arrivals)."""
+        taken, self._taken, self.due = self._taken, [], False
+        return taken
 
     @property
     def vad(self) -> StreamingVad:
         return self._vad
 
-    def classified(self, events: list[VadEvent]) -> list[SpeechEvent]:
-        """The detector's events for what ``take`` handed it, on the buffer timeline."""
+    def classified(self, events: list[VadEvent], position_ms: float | None = None) -> list[SpeechEvent]:
+        """The detector's events for what ``take`` handed it, on the buffer timeline (trimming the kept
+        audio as of ``position_ms``, the position when it was taken; default: now)."""
         origin = self._vad_origin_ms
         out = []
         was_speaking = self.speaking
@@ -159,12 +163,13 @@ class InputAudio:
         if self.keep_audio:
             # A run that stopped in this batch is read (transcribed) after we return: keep all of it
             # until the next batch, or an utterance longer than IDLE_AUDIO_KEPT_MS loses its start.
-            self._trim(was_speaking or self.speaking or any(e.kind == "started" for e in out))
+            self._trim(was_speaking or self.speaking or any(e.kind == "started" for e in out),
+                       self.position_ms if position_ms is None else position_ms)
         return out
 
-    def _trim(self, speaking: bool) -> None:
+    def _trim(self, speaking: bool, position_ms: float) -> None:
         keep = MAX_AUDIO_KEPT_MS if speaking else IDLE_AUDIO_KEPT_MS
-        limit = self.position_ms - keep
+        limit = position_ms - keep
         chunks = self._chunks
         while chunks and chunks[0][0] + len(chunks[0][1]) * 1000.0 / self._chunks_rate < limit:
             chunks.popleft()
@@ -172,12 +177,13 @@ class InputAudio:
     def recv_shared(self, audio_ms: float) -> bool:
         """True if the append holding ``audio_ms`` came in the same read as the next append: a read's
         kernel stamp is its last segment's, so this one's stamp may be late (the loop was behind)."""
-        n = min(self._arr_n, ARRIVALS_KEPT)
-        for i in range(self._arr_n - 1, self._arr_n - 1 - n, -1):
+        total = self._arr_n if self.arrivals_seen is None else self.arrivals_seen
+        n = min(total, ARRIVALS_KEPT)
+        for i in range(total - 1, total - 1 - n, -1):
             slot = i % ARRIVALS_KEPT
             if self._arr_end[slot] + 1e-6 < audio_ms:
                 nxt = (i + 2) % ARRIVALS_KEPT
-                return i + 2 < self._arr_n and self._arr_mono[nxt] == self._arr_mono[(i + 1) % ARRIVALS_KEPT]
+                return i + 2 < total and self._arr_mono[nxt] == self._arr_mono[(i + 1) % ARRIVALS_KEPT]
         return False
 
     def recv_instant(self, audio_ms: float) -> tuple[int | None, int | None]:
