@@ -387,6 +387,7 @@ def test_event_floods_keep_memory_bounded(batch):
     assert t.records[0].reason == "complete" and len(t.records[0].response_transcript) == 6000
 
 
+@pytest.mark.serial  # a 0.5 s open timeout: a starved TLS handshake is retried; run alone (make test)
 def test_connect_retries_honour_the_open_timeout(batch):
     srec = _session_of(batch, "handshake_never_answers")
     assert srec["connect_attempts"] == session_mod.MAX_CONNECT_ATTEMPTS  # a timeout is retried
