@@ -195,14 +195,22 @@ class _Link:
         if exc is not None:
             log.error("session %s: background work failed: %r", self.session.id, exc)
             return
-        pending = self.session.catch_up()  # a VAD batch due before this: its decisions first
-        self.dispatch(pending + then(fut.result(), time.monotonic_ns()))
+        self._vad_first()
+        self.dispatch(then(fut.result(), time.monotonic_ns()))
 
     def _fire(self, key: int, fn: Any) -> None:
         self.timers.pop(key, None)
         if not self.closed:
-            pending = self.session.catch_up()  # a VAD batch due before this timer: its decisions first
-            self.dispatch(pending + fn(time.monotonic_ns()))
+            self._vad_first()
+            self.dispatch(fn(time.monotonic_ns()))
+
+    def _vad_first(self) -> None:
+        """VAD batches due before this timer/result: decided first, as on the spot. The loop pass runs
+        now for every session due (still stacked) rather than this one deciding alone."""
+        if self.session.input.due:
+            if self.sim.vad_pass is not None:
+                self.sim.vad_pass.run()
+            self.dispatch(self.session.catch_up())  # not queued in the pass (nothing, normally)
 
     def shutdown(self) -> None:
         self.closed = True
