@@ -50,3 +50,16 @@ def test_half_width_figures_are_drawn_small_so_their_text_stays_readable(figures
     full = plots.plt.rcParams["font.size"]
     for fig in figures:  # shown at half the page width: text scales by page_width / 2 / figure width
         assert full * (11 / 2) / fig.get_figwidth() >= 0.95 * full, fig.get_figwidth()
+
+
+def test_waterfall_of_turns_without_any_phase_has_no_empty_legend():
+    """Every slowest turn timed out before any phase mark: the plot draws, and matplotlib is not asked
+    for a legend with nothing in it (it warned "No artists with labels found")."""
+    import warnings
+
+    turns = pd.DataFrame([{"marks": {}, "first_voiced_ms": np.nan, "target": "t", "session_id": f"s{i}",
+                           "turn_index": 0, "reason": "timeout"} for i in range(3)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        svg = plots.waterfall_plot(turns)
+    assert svg.lstrip().startswith("<svg") and svg.rstrip().endswith("</svg>")

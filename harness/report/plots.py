@@ -325,7 +325,8 @@ def waterfall_plot(turns: pd.DataFrame) -> str:
     ax.invert_yaxis()
     ax.set_xlabel("ms relative to the true end of user speech")
     ax.set_title("Waterfall of the slowest turns")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45 / (0.9 + 0.32 * len(rows))), ncol=7, fontsize=7.5)
+    if seen:  # turns with no phase marks at all (e.g. every one timed out) have nothing to explain
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45 / (0.9 + 0.32 * len(rows))), ncol=7, fontsize=7.5)
     ax.grid(axis="y", visible=False)
     fig.tight_layout()
     return to_svg(fig)
