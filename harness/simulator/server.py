@@ -1,7 +1,7 @@
 """The simulator's I/O: a websockets asyncio server running one SimSession per connection.
 
-Messages are handed to the session straight from ``data_received`` (stamped with the kernel's
-arrival instant of their bytes on plain TCP, harness/kstamp.py; else the instant the read returned), the session's actions are executed in order
+Messages are handed to the session straight from ``data_received`` (connection.py: stamped with the
+kernel's arrival instant of their bytes, harness/kstamp.py), the session's actions are executed in order
 on the spot - sends are synchronous and non-blocking - and timers go on the event loop. A lag
 monitor samples event-loop drift every 50 ms: if the simulator is overloaded, its stats say so.
 """
@@ -21,13 +21,11 @@ from typing import Any
 import numpy as np
 import orjson
 from websockets.asyncio.server import ServerConnection, broadcast, serve
-from websockets.frames import DATA_OPCODES, Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import State
 
-from .. import kstamp
 from ..histogram import MsHistogram
 from .actions import Action, Close, Compute, Record, Send, SendRaw, Timer
+from .connection import MAX_MESSAGE, StampedConnection
 from .handshake import Handshake, check, reject
 from .profiles import Profile, load_profile, rng_for
 from .quotas import (CAPACITY, KIND_HEADER, THROTTLED_CONNECTIONS, ResourceQuota, capacity_429, connections_429,
@@ -38,96 +36,12 @@ from .session import SessionSetup, SimSession, SimStats
 from .transcribe import Transcriber
 from .truth import TruthLog
 from .vad_pass import VadPass
-from .wire import MESSAGE, FrameSplitter
 
 log = logging.getLogger("voiceload.simulator")
 PATH = "/voice-live/realtime"
-MAX_MESSAGE = 16 * 1024 * 1024
 LAG_INTERVAL_S = 0.05
 LAG_SAMPLES_KEPT = 72_000  # one hour of 50 ms samples
 PRELOAD_FORMATS = ("pcm16", "pcm16_8000hz", "pcm16_16000hz", "g711_ulaw", "g711_alaw")
-
-
-class _StampedConnection(ServerConnection):
-    """Hands every complete data message to the session straight from ``data_received``.
-
-    Bypassing websockets' receive queue (and one task wake-up per message) and, for plain data
-    frames, its parser (wire.py) is what lets one core carry hundreds of sessions streaming 20 ms
-    frames; it also stamps each message with the instant its bytes arrived. Control frames and
-    fragments still take websockets' normal path.
-    """
-
-    def __init__(self, *args: Any, kernel_stamps: bool = True, rx_delays: MsHistogram | None = None,
-                 **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._rx_mono = 0
-        self._rx_wall = 0
-        self._fragments: list[bytes] = []
-        self._splitter: FrameSplitter | None = None
-        self.verdict: Handshake | None = None
-        self.on_lost: Any = None
-        self.early: list[tuple[bytes, int, int]] = []  # messages that beat the handler to it
-        self.on_message: Any = self._keep_early  # (data: bytes, mono_ns, wall_ns) -> None
-        self.kernel_stamps = kernel_stamps  # receive stamps from SO_TIMESTAMPNS (plain TCP or TLS over it)
-        self._stamp_fd = -1  # the TCP socket whose reads carry them
-        self.rx_delays = rx_delays  # user-space stamp - kernel stamp, per read (the simulator's)
-
-    def _keep_early(self, data: bytes, mono: int, wall: int) -> None:
-        self.early.append((data, mono, wall))
-
-    def connection_made(self, transport: Any) -> None:
-        super().connection_made(transport)
-        if self.kernel_stamps:
-            fd = kstamp.stamp_asyncio_reads(transport)
-            self.kernel_stamps, self._stamp_fd = fd > 0, fd
-
-    def data_received(self, data: bytes) -> None:
-        mono, wall = time.monotonic_ns(), time.time_ns()
-        k = kstamp.take_read_stamp(self._stamp_fd) if self.kernel_stamps else 0
-        if k and 0 <= wall - k < 10_000_000_000:
-            # The kernel's arrival instant: the truth log's receive stamps then carry none of this
-            # event loop's lag (p99 3 ms at 200 sessions), which would otherwise count as harness error.
-            delay = wall - k
-            if self.rx_delays is not None:
-                self.rx_delays.add(delay / 1e6)
-            mono, wall = mono - delay, k
-        self._rx_mono, self._rx_wall = mono, wall
-        splitter = self._splitter
-        if splitter is None:
-            # Fast path from the first bytes after the upgrade (websockets' reader holds none yet).
-            if self.protocol.state is not State.OPEN or self.protocol.reader.buffer:
-                super().data_received(data)
-                return
-            splitter = self._splitter = FrameSplitter(MAX_MESSAGE)
-        if splitter.off or self.protocol.state is not State.OPEN:
-            super().data_received(data)
-            return
-        for kind, payload in splitter.feed(data):
-            if kind == MESSAGE and self.protocol.state is State.OPEN:
-                self.on_message(payload, mono, wall)
-            else:  # whole control frames / fragments: websockets' own handling
-                super().data_received(payload)
-
-    def process_event(self, event: Any) -> None:
-        if not isinstance(event, Frame) or event.opcode not in DATA_OPCODES:
-            super().process_event(event)
-            return
-        # Text and binary frames alike are JSON to the service (the SDK parses both): pass bytes on.
-        if event.opcode is not Opcode.CONT:
-            if event.fin:
-                self.on_message(bytes(event.data), self._rx_mono, self._rx_wall)
-                return
-            self._fragments = [bytes(event.data)]
-            return
-        self._fragments.append(bytes(event.data))
-        if event.fin:
-            data, self._fragments = b"".join(self._fragments), []
-            self.on_message(data, self._rx_mono, self._rx_wall)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        if self.on_lost is not None:
-            self.on_lost()
 
 
 class _Link:
@@ -140,7 +54,7 @@ class _Link:
 
     MAX_BUFFERED = 64 * 1024 * 1024
 
-    def __init__(self, sim: "Simulator", ws: _StampedConnection, session: SimSession) -> None:
+    def __init__(self, sim: "Simulator", ws: StampedConnection, session: SimSession) -> None:
         self.sim, self.ws, self.session = sim, ws, session
         self.loop = asyncio.get_running_loop()
         self.targets = (ws,)
@@ -273,7 +187,7 @@ class Simulator:
                                    select_subprotocol=_select_subprotocol, compression=None, max_size=MAX_MESSAGE,
                                    max_queue=None, ping_interval=None,
                                    create_connection=functools.partial(  # type: ignore[arg-type]
-                                       _StampedConnection, kernel_stamps=self.kernel_stamps, rx_delays=self.rx_delays),
+                                       StampedConnection, kernel_stamps=self.kernel_stamps, rx_delays=self.rx_delays),
                                    open_timeout=30, close_timeout=5, ssl=self.ssl_context)
         self.port = self._server.sockets[0].getsockname()[1]
         self.started_at = time.monotonic()
@@ -296,7 +210,7 @@ class Simulator:
             self.lag_ms.append(max(0.0, (loop.time() - t0 - LAG_INTERVAL_S) * 1000.0))
 
     # --- handshake ----------------------------------------------------------------------------------
-    async def _process_request(self, conn: _StampedConnection, request: Request) -> Response | None:
+    async def _process_request(self, conn: StampedConnection, request: Request) -> Response | None:
         attempt = self.handshakes
         self.handshakes += 1
         verdict = check(request.path, request.headers, self.profile.auth)
@@ -352,7 +266,7 @@ class Simulator:
         self.truth.write(throttle_record(kind, now_ns, time.time_ns(), **fields))
 
     # --- sessions -----------------------------------------------------------------------------------
-    async def _handler(self, ws: _StampedConnection) -> None:
+    async def _handler(self, ws: StampedConnection) -> None:
         verdict = ws.verdict
         if verdict is None or ws.request is None or ws.request.path.split("?")[0].rstrip("/") != PATH:
             await ws.close(1008, "unexpected connection")
