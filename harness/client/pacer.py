@@ -118,10 +118,13 @@ class Mic:
         per frame that way and 3.3 µs now (bench/pacing_bench.py, 1000 mics). libev keeps a repeating
         timer on its absolute schedule (next = previous + repeat) unless it fell a whole period behind."""
         self._disarm()
-        deadline = self._t0 + (self._k + 1) * self._c_ns
-        after = max(0.0, (deadline - time.monotonic_ns()) / 1e9) + ARM_SLACK_S  # never before the deadline
+        after = max(0.0, (self._due() - time.monotonic_ns()) / 1e9) + ARM_SLACK_S  # never before the deadline
         timer = self._timer = gevent.get_hub().loop.timer(after, self._c_ns / 1e9)
         timer.start(self._tick, update=True)
+
+    def _due(self) -> int:
+        """When frame k is due: t0 + (k+1)·chunk (monotonic ns)."""
+        return self._t0 + (self._k + 1) * self._c_ns
 
     def _disarm(self) -> None:
         timer, self._timer = self._timer, None
@@ -137,8 +140,7 @@ class Mic:
             return
         try:
             mono, c_ns = time.monotonic_ns, self._c_ns
-            now = mono()
-            deadline = self._t0 + (self._k + 1) * c_ns
+            now, deadline = mono(), self._due()
             behind = now - deadline >= c_ns  # libev then restarts its schedule from now: re-align it
             while deadline <= now:
                 sent = self._frame(now, deadline, False)
@@ -161,19 +163,18 @@ class Mic:
         mono = time.monotonic_ns
         try:
             while self._running:
-                now = mono()
-                deadline = self._t0 + (self._k + 1) * self._c_ns
+                now, deadline = mono(), self._due()
                 if deadline > now:
-                    self._slow = None
                     self._arm()
                     return
                 if self._frame(now, deadline, True) is None:
-                    break
+                    return
         except gevent.GreenletExit:
             pass
         except BaseException as exc:
             self._fail(exc)
-        self._slow = None
+        finally:
+            self._slow = None
 
     # -- one frame ---------------------------------------------------------------------------------
     def _frame(self, now: int, deadline: int, block: bool) -> bool | None:
