@@ -18,6 +18,7 @@ from . import auth
 from . import locust_coord as coord
 from .exitcodes import EXIT_USAGE
 from .locust_node import NODE, load
+from .locust_ports import announce_master, announce_web_ui
 from .locust_ui import apply_defaults, install_web_ui
 from .shapes import make_plan, peak_users
 
@@ -62,6 +63,7 @@ def _init(environment, **_kw) -> None:
     apply_defaults(environment, NODE.scenario, peak_users(make_plan(sc_load)))
     if environment.web_ui is not None:
         install_web_ui(environment)
+        announce_web_ui(environment.web_ui)
     if opts.headless:  # our shape ends the run through runner.stop(), so workers' last records arrive
         NODE.run_time, opts.run_time = opts.run_time, None
         _on_signals()
@@ -76,6 +78,7 @@ def _init(environment, **_kw) -> None:
         sys.exit(EXIT_USAGE)
     log.info("voiceload: scenario %s, records in %s", NODE.scenario.name, NODE.first_output.dir)
     if isinstance(runner, MasterRunner):
+        announce_master(runner, opts.master_bind_host)
         coord.register(runner, lambda: NODE.test.coord if NODE.test is not None else None, None)
 
 

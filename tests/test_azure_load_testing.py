@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ports import refused_port
+
 ROOT = Path(__file__).resolve().parent.parent
 ALT = ROOT / "azure-load-testing"
 CONFIG = ALT / "voiceload-test.yaml"
@@ -249,8 +251,8 @@ def test_publish_failure_is_logged_without_the_sas(alt_module, tmp_path, caplog)
     run = tmp_path / "run"
     run.mkdir()
     (run / "turns.jsonl").write_text("{}\n")
-    env = {"VOICELOAD_RESULTS_SAS_URL": "http://127.0.0.1:1/results?sv=1&sig=TOPSECRETSIG"}
-    with caplog.at_level(logging.WARNING, logger="voiceload.alt"):
+    with refused_port() as port, caplog.at_level(logging.WARNING, logger="voiceload.alt"):
+        env = {"VOICELOAD_RESULTS_SAS_URL": f"http://127.0.0.1:{port}/results?sv=1&sig=TOPSECRETSIG"}
         alt_module.publish(run, "run-1", env)  # connection refused: must not raise
     assert "upload to blob storage failed" in caplog.text and "TOPSECRETSIG" not in caplog.text
 

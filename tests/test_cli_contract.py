@@ -22,6 +22,7 @@ import pytest
 from faultserver import RawServer
 from harness.exitcodes import EXIT_BREACH, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
 from harness.records import RecordWriter, SessionRecord, TurnRecord
+from ports import refused_port
 
 ROOT = Path(__file__).resolve().parent.parent
 VOICELOAD = str(Path(sys.executable).parent / "voiceload")
@@ -301,13 +302,10 @@ def _target_scenario(tmp_path: Path, target: str) -> Path:
 
 
 def test_validate_connect_says_it_could_not_connect(tmp_path):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()  # nothing listens there now
-    p = _target_scenario(tmp_path, f"{{name: local, endpoint: 'ws://127.0.0.1:{port}', model: gpt-realtime, "
-                                   "auth: {kind: none}}")
-    proc = vl("validate", "--connect", str(p))
+    with refused_port() as port:  # nothing listens there, and nothing can while we hold it
+        p = _target_scenario(tmp_path, f"{{name: local, endpoint: 'ws://127.0.0.1:{port}', model: gpt-realtime, "
+                                       "auth: {kind: none}}")
+        proc = vl("validate", "--connect", str(p))
     assert proc.returncode == 1
     assert "✗ local: connection refused or unreachable" in proc.stdout, proc.stdout
     assert "connected but" not in proc.stdout

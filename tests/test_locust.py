@@ -6,7 +6,6 @@ import csv
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import textwrap
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness.records import read_records
+from ports import MASTER_LINE, Child
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUST = [sys.executable, "-m", "locust", "-f", str(ROOT / "harness" / "locustfile.py")]
@@ -49,12 +49,6 @@ def scenario(tmp_path: Path, thresholds: str = "'completeness >= 0.9'") -> Path:
     return p
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def env() -> dict[str, str]:
     e = dict(os.environ)
     e.pop("VOICELOAD_SCENARIO", None)
@@ -63,18 +57,23 @@ def env() -> dict[str, str]:
 
 
 def start_distributed(sc: Path, out: Path, run_time: str, extra: list[str] | None = None, users: int | None = 4):
-    """A headless master expecting two workers on a free loopback port, and the two workers.
+    """A headless master expecting two workers on the loopback port it picked (and announced), and the two
+    workers, started once that port is known.
 
     ``users``: -u and -r (None: the scenario's; for a shaped scenario -u is its peak)."""
-    port = free_port()
-    popen = dict(cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    popen = dict(cwd=ROOT, env=env())
     load = ["-u", str(users), "-r", str(users)] if users is not None else []
-    master = subprocess.Popen(LOCUST + ["--master", "--headless", "--expect-workers", "2", "--master-bind-host",
-                                        "127.0.0.1", "--master-bind-port", str(port), "--scenario", str(sc),
-                                        *load, "-t", run_time, "--voiceload-out", str(out),
-                                        "--only-summary", *(extra or [])], **popen)
-    workers = [subprocess.Popen(LOCUST + ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port),
-                                          "--scenario", str(sc)], **popen) for _ in range(2)]
+    master = Child(LOCUST + ["--master", "--headless", "--expect-workers", "2", "--master-bind-host", "127.0.0.1",
+                             "--master-bind-port", "0", "--scenario", str(sc), *load, "-t", run_time,
+                             "--voiceload-out", str(out), "--only-summary", *(extra or [])], **popen)
+    try:
+        port = master.port(MASTER_LINE)
+    except BaseException:
+        master.kill()
+        master.communicate()
+        raise
+    workers = [Child(LOCUST + ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port),
+                               "--scenario", str(sc)], **popen) for _ in range(2)]
     return master, workers
 
 

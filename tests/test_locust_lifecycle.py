@@ -15,7 +15,8 @@ from pathlib import Path
 
 from harness.exitcodes import EXIT_BREACH, EXIT_INCOMPLETE, EXIT_OK
 from harness.records import read_records
-from test_locust import LOCUST, ROOT, env, free_port, scenario, stats_rows
+from ports import WEB_UI_LINE, Child
+from test_locust import LOCUST, ROOT, env, scenario, stats_rows
 
 SLOW_PROFILE = """
 name: slow
@@ -56,8 +57,7 @@ def _wait(predicate, timeout: float, what: str):
 @contextlib.contextmanager
 def _locust(args: list[str]):
     """A Locust process (output merged), killed if the test fails before it ends."""
-    proc = subprocess.Popen(LOCUST + args, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = Child(LOCUST + args, cwd=ROOT, env=env())
     try:
         yield proc
     finally:
@@ -66,7 +66,7 @@ def _locust(args: list[str]):
             proc.communicate()
 
 
-def _terminate(proc: subprocess.Popen) -> str:
+def _terminate(proc: Child) -> str:
     """SIGTERM, as a CI job's timeout or `kill` sends it; the process's output once it has exited."""
     proc.send_signal(signal.SIGTERM)
     return proc.communicate(timeout=60)[0]
@@ -81,17 +81,9 @@ def test_web_ui_start_stop_start_runs_two_real_tests_each_with_its_own_report_an
     slow = tmp_path / "slow.yaml"
     slow.write_text(SLOW_PROFILE, encoding="utf-8")
     out = tmp_path / "out"
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with _locust(["--web-host", "127.0.0.1", "--web-port", str(port), "--scenario", str(sc),
+    with _locust(["--web-host", "127.0.0.1", "--web-port", "0", "--scenario", str(sc),
                   "--voiceload-out", str(out)]) as proc:
-        def up():
-            try:
-                return _http(base, "/", timeout=2)[0] == 200
-            except OSError:
-                return False
-
-        _wait(up, 30, "the web UI")
+        base = f"http://127.0.0.1:{proc.port(WEB_UI_LINE)}"  # accepting connections once announced
         page = _http(base, "/")[1]
         assert "embedded simulator" in page  # a host from the scenario: no "no host" banner
         assert '"num_users": 2' in page and '"run_time": 8' in page  # form defaults from the scenario

@@ -4,7 +4,7 @@ Commands run nearly verbatim from a scratch workspace (``.venv``, ``harness`` an
 symlinked, ``audio_fixtures`` copied because ``fixtures add`` writes to it), so relative outputs such
 as ``reports/``, ``truth.jsonl`` or ``out/run`` land in the scratch directory. Only what would make a
 test long or non-hermetic is rewritten: durations and user counts are shortened, ``--port 8765``
-becomes a free port, placeholders (``reports/<run-id>``) become the runs made earlier in the same
+becomes port 0 (the child names the port it got: tests/ports.py), placeholders (``reports/<run-id>``) become the runs made earlier in the same
 README, long-running servers (``simulate``, the Locust web UI, master/worker) are started, checked
 and stopped. ``make demo`` runs the Makefile's own recipe with the same shortening.
 
@@ -18,7 +18,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -28,6 +27,8 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import yaml
+
+from ports import MASTER_LINE, WEB_UI_LINE, Child
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Commands that cannot run offline, each with the reason.
@@ -71,12 +72,6 @@ def trim(path: Path) -> None:
     load = data.setdefault("load", {})
     load.update(stop_timeout="5s", think_time=0, max_pacing_lag_ms=5000)
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def shorten(argv: list[str]) -> list[str]:
@@ -124,12 +119,11 @@ class Workspace:
             runs += [self.dir / m for m in re.findall(r"^voiceload: run \S+ → (\S+)$", proc.stderr, re.M)]
         return proc
 
-    def popen(self, argv: list[str]) -> subprocess.Popen:
-        return subprocess.Popen(argv, cwd=self.dir, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
+    def popen(self, argv: list[str]) -> Child:
+        return Child(argv, cwd=self.dir, env=self.env)
 
 
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> str:
+def stop(proc: Child, sig: int = signal.SIGTERM, timeout: float = 30) -> str:
     if proc.poll() is None:
         proc.send_signal(sig)
     try:
@@ -168,12 +162,11 @@ def run_voiceload(ws: Workspace, argv: list[str], placeholders: bool) -> str:
         argv = ["0" if a == "8765" else a for a in argv]
         sim = ws.popen(argv)
         try:
-            line = sim.stdout.readline()
-            assert "listening on ws://" in line, line + stop(sim)
+            sim.wait_for("listening on ws://", 30)
         finally:
             out = stop(sim)
         assert sim.returncode == 0, out
-        return line + out
+        return out
     if sub == "fixtures" and argv[2] == "add":
         data, rate = sf.read(ROOT / "audio_fixtures" / "car_call_mom.wav")  # a real spoken line, as FLAC
         sf.write(ws.dir / argv[3], data, rate, format="FLAC")
@@ -195,24 +188,21 @@ def run_locust(ws: Workspace, argv: list[str], pending: dict) -> str:
         assert master.returncode in (0, 1, 3) and "Traceback" not in out, out
         assert "voiceload report:" in out, out
         return out
-    if "--master" in argv:
-        port = free_port()
+    if "--master" in argv:  # binds a port of its own choosing and names it; its worker joins that port
         argv = [("1" if a == "2" and argv[i - 1] == "--expect-workers" else a) for i, a in enumerate(argv)]
-        pending["master"] = (ws.popen(argv + ["--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
-                                              "-u", "1", "-t", "3s"]), port)
+        master = ws.popen(argv + ["--master-bind-host", "127.0.0.1", "--master-bind-port", "0", "-u", "1", "-t", "3s"])
+        try:
+            pending["master"] = (master, master.port(MASTER_LINE))
+        except BaseException:
+            stop(master)
+            raise
         return "(master started; the next command is its worker)"
     if "--headless" not in argv:  # the web UI: it must serve its page, then stop cleanly
-        port = free_port()
-        ui = ws.popen(argv + ["--web-host", "127.0.0.1", "--web-port", str(port)])
+        ui = ws.popen(argv + ["--web-host", "127.0.0.1", "--web-port", "0"])
         try:
-            deadline, status = time.monotonic() + 30, None
-            while time.monotonic() < deadline and ui.poll() is None and status is None:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as page:
-                        page.read()  # the whole page, so stopping never cuts a response in flight
-                        status = page.status
-                except OSError:
-                    time.sleep(0.3)
+            with urllib.request.urlopen(f"http://127.0.0.1:{ui.port(WEB_UI_LINE, 30)}/", timeout=10) as page:
+                page.read()  # the whole page, so stopping never cuts a response in flight
+                status = page.status
         finally:
             out = stop(ui)  # SIGTERM: Locust quits cleanly (SIGINT may interrupt a greenlet mid-send)
         assert status == 200, out

@@ -30,6 +30,7 @@ from harness.rundir import RunOutput
 from harness.scenario import load_scenario
 from harness.shapes import make_plan
 from harness.simulator import SimulatorProcess
+from ports import refused_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
@@ -274,10 +275,9 @@ def batch(tmp_path_factory):
             servers.append(raw)
             endpoints[name] = Endpoint(name=name, url=lambda u=raw.url(scheme): u, headers=dict,
                                        display=raw.url(scheme), open_timeout_s=OPEN_TIMEOUT_S)
-        closed = fs.stdsocket.socket()
-        closed.bind(("127.0.0.1", 0))
-        refused = f"ws://127.0.0.1:{closed.getsockname()[1]}/voice-live/realtime?model=gpt-realtime"
-        closed.close()
+        held = refused_port()
+        refused = f"ws://127.0.0.1:{held.__enter__()}/voice-live/realtime?model=gpt-realtime"
+        servers.append(held)
         for name, url in (("dns_failure", "ws://nonexistent.invalid/voice-live/realtime?model=gpt-realtime"),
                           ("connection_refused", refused)):
             endpoints[name] = Endpoint(name=name, url=lambda u=url: u, headers=dict, display=url,

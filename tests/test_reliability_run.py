@@ -28,6 +28,7 @@ from harness.records import REASONS, SESSION_OUTCOMES, RecordWriter, read_record
 from harness.rundir import RunOutput
 from harness.scenario import load_scenario
 from harness.shapes import make_plan
+from ports import refused_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "harness.cli"]
@@ -325,17 +326,15 @@ def test_write_failures_never_raise_into_the_load_generator(tmp_path, monkeypatc
 def test_refusing_target_is_not_hammered(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     sc = load_scenario(write_scenario(tmp_path / "s.yaml", "s", users=2, duration="4s"))
-    closed = __import__("socket").socket()
-    closed.bind(("127.0.0.1", 0))
-    url = f"ws://127.0.0.1:{closed.getsockname()[1]}/voice-live/realtime?model=gpt-realtime"
-    closed.close()
     sessions: list = []
-    ep = Endpoint(name="refused", url=lambda: url, headers=dict, display=url, open_timeout_s=1.0)
-    runner = LoadRunner(sc, [ep], make_plan(sc.load, users=2, duration_s=4.0, drain_s=0.0), on_turn=lambda r: None,
-                        on_session=sessions.append, progress=None)
-    t0 = time.monotonic()
-    with gevent.Timeout(20):
-        runner.run()
+    with refused_port() as port:
+        url = f"ws://127.0.0.1:{port}/voice-live/realtime?model=gpt-realtime"
+        ep = Endpoint(name="refused", url=lambda: url, headers=dict, display=url, open_timeout_s=1.0)
+        runner = LoadRunner(sc, [ep], make_plan(sc.load, users=2, duration_s=4.0, drain_s=0.0),
+                            on_turn=lambda r: None, on_session=sessions.append, progress=None)
+        t0 = time.monotonic()
+        with gevent.Timeout(20):
+            runner.run()
     assert time.monotonic() - t0 < 10
     assert all(s.outcome == "connect_error" for s in sessions)
     # 1 + 1 + 2 s of backoff fit into 4 s: at most four sessions per user, not thousands
