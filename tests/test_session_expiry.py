@@ -84,7 +84,7 @@ def _assert_no_turn_lost(session: dict[str, Any], turns: list[dict[str, Any]], m
 
 
 def test_simulator_sessions_of_three_seconds_lose_no_turn_of_a_longer_conversation(tmp_path):
-    """(a) The embedded simulator caps sessions at 3 s (``expires_at`` 2-3 s ahead, whole seconds);
+    """(a) The embedded simulator caps sessions at 3 s (``expires_at`` 3-4 s ahead, whole seconds, and enforced then);
     four turns of ~2 s need four sessions."""
     profile = tmp_path / "short.yaml"
     text = (ROOT / "scenarios" / "profiles" / "ideal.yaml").read_text(encoding="utf-8")

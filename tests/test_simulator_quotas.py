@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
@@ -174,6 +175,26 @@ def test_rate_limits_updated_reports_the_quota():
     by = {r["name"]: r for r in rl["rate_limits"]}
     assert by["requests"]["limit"] == 4 and by["requests"]["remaining"] == 3
     assert by["tokens"]["limit"] == 1000 and by["tokens"]["remaining"] == 1000
+
+
+def test_a_sub_second_session_limit_is_announced_and_enforced_at_one_instant():
+    """Over a real socket, a 0.6 s cap: ``expires_at`` (whole seconds) is not before the cap, and the
+    session_expired error does not come before ``expires_at`` (both one-sided: a busy machine only
+    delays the error). The old simulator announced floor(now) + 0, a second already begun."""
+    async def main(url):
+        before = time.time()
+        c = await SimClient.open(url)
+        created = await c.wait_for("session.created")
+        err = await c.wait_for("error", 10)
+        arrived = time.time()
+        await c.close()
+        return before, created["session"]["expires_at"], err, arrived
+
+    with start_simulator("ideal", overrides={"quotas": {"preset": "none", "max_session_minutes": 0.01}}) as sim:
+        before, expires_at, err, arrived = run(main(sim.url))
+    assert err["error"]["code"] == "session_expired"
+    assert isinstance(expires_at, int) and expires_at >= before + 0.6
+    assert arrived >= expires_at - 0.02, (arrived, expires_at)  # 20 ms: clock reads on either side
 
 
 def test_every_second_of_audio_received_costs_ten_tokens():

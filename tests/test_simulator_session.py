@@ -24,9 +24,10 @@ TRANSCRIBER = Transcriber()
 class Driver:
     """Runs a SimSession on a fake monotonic clock; records what it sends."""
 
-    def __init__(self, profile="ideal", overrides=None, *, index=0, seed=0, model="gpt-realtime", agent=None):
+    def __init__(self, profile="ideal", overrides=None, *, index=0, seed=0, model="gpt-realtime", agent=None,
+                 wall_ns=0, api_version="2026-07-15"):
         p = load_profile(profile, overrides)
-        self.s = SimSession(SessionSetup("2026-07-15", model, agent, index, seed, p, BANK, TRANSCRIBER), 0)
+        self.s = SimSession(SessionSetup(api_version, model, agent, index, seed, p, BANK, TRANSCRIBER), wall_ns)
         self.now = 1_000_000 * MS
         self.heap: list = []
         self.seq = itertools.count()
@@ -259,6 +260,36 @@ def test_session_time_limit_sends_session_expired_then_closes_1001():
     err = d.sent[-1]
     assert err["type"] == "error" and err["error"]["code"] == "session_expired"
     assert "maximum duration" in err["error"]["message"] and d.close.code == 1001
+
+
+@pytest.mark.parametrize("limit_min", [0.5 / 60, 0.05, 1.51 / 60])
+@pytest.mark.parametrize("wall_frac_ms", [0, 100, 900, 999])
+def test_the_session_ends_at_the_expires_at_it_announced_never_before_its_limit(limit_min, wall_frac_ms):
+    """``expires_at`` is whole unix seconds: a sub-second part of the session limit (or of the creation
+    instant) must neither be announced as an earlier expiry than the limit nor enforced at another instant
+    than announced (it used to announce floor(now) + int(limit): 0.5 s was announced as already past)."""
+    wall = 1_800_000_000 * 1000 * MS + wall_frac_ms * MS
+    d = Driver(overrides={"quotas": {"preset": "none", "max_session_minutes": limit_min}}, wall_ns=wall)
+    created_mono = d.now
+    expires_at = d.sent[0]["session"]["expires_at"]
+    assert isinstance(expires_at, int)
+    announced_ns = expires_at * 1000 * MS - wall  # after session.created
+    assert limit_min * 60e9 <= announced_ns < limit_min * 60e9 + 1000 * MS
+    d.advance(announced_ns / MS - 1)
+    assert d.close is None and "error" not in d.types()  # not a millisecond early
+    d.advance(1)
+    assert d.sent[-1]["error"]["code"] == "session_expired" and d.close.code == 1001
+    assert d.now - created_mono == announced_ns
+
+
+def test_without_expires_at_the_session_ends_at_its_limit():
+    d = Driver(overrides={"quotas": {"preset": "none", "max_session_minutes": 0.5 / 60}}, wall_ns=900 * MS,
+               api_version="2025-10-01")
+    assert "expires_at" not in d.sent[0]["session"]
+    d.advance(499)
+    assert d.close is None
+    d.advance(1)
+    assert d.close.code == 1001
 
 
 def test_conversation_items_and_rate_limits_event():

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..limits import Limits
 from ..protocol import events as ev
+from ..protocol.session import DEFAULT_SESSION_S
 from .actions import Action, Record, Send
 from .truth import TurnTruth
 
@@ -168,6 +169,23 @@ def tokens_error(limits: Limits, used: int, retry_after_s: float, event_id: str 
         f"Requests to the Voice Live API have exceeded the token rate limit of your current AIServices S0 pricing "
         f"tier: limit {limits.tokens_per_minute:g} tokens per {_per(limits)}, used {used}. "
         f"Please retry after {wait} seconds.", code=TOKENS_ERROR_CODE, error_type="tokens", event_id=event_id)
+
+
+def announced_expiry(now_wall_ns: int, limit_s: float | None) -> int:
+    """``expires_at`` (whole unix seconds) of a session created at ``now_wall_ns``: the configured limit
+    rounded *up* to a whole second, so the announcement never promises less than the limit, and a
+    sub-second limit is never announced as already past."""
+    return -(-(now_wall_ns + int((limit_s or DEFAULT_SESSION_S) * 1e9)) // NS)
+
+
+def session_lifetime_ns(expires_at: int | None, now_wall_ns: int, limit_s: float | None) -> int | None:
+    """How long after ``session.created`` the simulator ends the session (None: it does not): at the
+    announced ``expires_at`` when the session carries one, so what is announced is what is enforced."""
+    if not limit_s:
+        return None
+    if expires_at is None:
+        return int(limit_s * 1e9)
+    return expires_at * NS - now_wall_ns
 
 
 def expired_error(limit_s: float) -> dict[str, Any]:

@@ -20,7 +20,8 @@ from .actions import Action, Close, Record, Send, Timer
 from .conversation import Conversation
 from .profiles import Profile, rng_for
 from .cascade import HeldUserItem, recognised
-from .quotas import SESSION_EXPIRED, ResourceQuota, expired_error, throttle_record
+from .quotas import (SESSION_EXPIRED, ResourceQuota, announced_expiry, expired_error, session_lifetime_ns,
+                     throttle_record)
 from .responder import ActiveResponse, ReplyBank
 from .responses import MIN_COMMIT_MS, Responses
 from .tools import SimTools
@@ -82,9 +83,12 @@ class SimSession(Responses):
         order = self.profile.event_order
         self.cascaded = order == "cascaded" or (order == "auto" and ps.is_cascaded(setup.model, setup.agent is not None))
         self.user_item: HeldUserItem | None = None  # cascaded order: the last committed user item
-        limit = self.profile.session_limit_s
         self.config = ps.default_session(setup.api_version, model=setup.model, agent=setup.agent,
-                                         expires_at=now_wall_ns // 1_000_000_000 + int(limit or ps.DEFAULT_SESSION_S))
+                                         expires_at=announced_expiry(now_wall_ns, self.profile.session_limit_s))
+        # The session ends at the instant it announced (whole unix seconds); without the field (older
+        # api-versions) at the configured limit after session.created.
+        self.lifetime_ns = session_lifetime_ns(self.config.get("expires_at"), now_wall_ns,
+                                               self.profile.session_limit_s)
         self.id: str = self.config["id"]
         self.conversation_id = ev.new_id("conv")
         self.input = InputAudio(ps.input_format_of(self.config), vad_params(self.config["turn_detection"]),
@@ -106,9 +110,8 @@ class SimSession(Responses):
     # --- entry points ----------------------------------------------------------------------------
     def start(self, now_ns: int) -> list[Action]:
         out: list[Action] = [Send(ev.server_event(ev.SESSION_CREATED, session=self.config))]
-        limit = self.profile.session_limit_s
-        if limit:
-            out.append(Timer(now_ns + int(limit * 1e9), self._expire))
+        if self.lifetime_ns is not None:
+            out.append(Timer(now_ns + self.lifetime_ns, self._expire))
         return out
 
     def catch_up(self) -> list[Action]:
