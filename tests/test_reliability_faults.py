@@ -413,6 +413,7 @@ def test_whole_batch_is_quick(batch):
     assert batch["wall_s"] < 30, batch["wall_s"]
 
 
+@pytest.mark.serial  # it watches the event loop's gaps: run alone (make test), not beside two other workers
 def test_tls_handshake_never_blocks_other_sessions_and_honours_open_timeout(tmp_path):
     """A wss:// server that accepts TCP but answers the TLS handshake only after 1.5 s."""
     from harness.client.transport import ConnectError, connect
@@ -436,8 +437,9 @@ def test_tls_handshake_never_blocks_other_sessions_and_honours_open_timeout(tmp_
             connect(srv.url("wss"), {}, lambda *a: None, open_timeout=0.3)
         took = time.monotonic() - t0
         tick.kill()
-    assert info.value.kind == "timeout" and took < 1.0, (info.value.kind, took)
-    assert max(gaps) < 0.2, max(gaps)
+    # A blocking handshake would take the server's 1.5 s and stall the loop as long; honoured, it is ~0.3 s.
+    assert info.value.kind == "timeout" and took < 1.2, (info.value.kind, took)
+    assert max(gaps) < 0.6, max(gaps)
 
 
 def test_a_quiet_wss_connection_never_blocks_other_sessions(tmp_path, monkeypatch):
