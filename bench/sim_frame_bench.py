@@ -42,7 +42,7 @@ def measure(sessions: int, ticks: int, warmup: int) -> dict:
     from harness.protocol import events as ev
     from harness.simulator.profiles import load_profile
     from harness.simulator.replies import select_replies
-    from harness.simulator.responder import ReplyBank
+    from harness.simulator.reply_bank import ReplyBank
     from harness.simulator.session import SessionSetup, SimSession, SimStats
     from harness.simulator.transcribe import Transcriber
 

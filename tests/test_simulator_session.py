@@ -12,7 +12,7 @@ from harness import audio, fixtures
 from harness.protocol import events as ev
 from harness.simulator.actions import Close, Compute, Record, Send, SendRaw, Timer
 from harness.simulator.profiles import load_profile
-from harness.simulator.responder import ReplyBank
+from harness.simulator.reply_bank import ReplyBank
 from harness.simulator.session import SessionSetup, SimSession
 from harness.simulator.transcribe import Transcriber
 

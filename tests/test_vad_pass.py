@@ -13,7 +13,7 @@ from harness.fixtures import load_manifest
 from harness.protocol import events as ev
 from harness.simulator.actions import Compute, Send, Timer
 from harness.simulator.profiles import load_profile
-from harness.simulator.responder import ReplyBank
+from harness.simulator.reply_bank import ReplyBank
 from harness.simulator.session import SessionSetup, SimSession
 from harness.simulator.transcribe import Transcriber
 from harness.simulator.vad_pass import VadPass

@@ -10,7 +10,8 @@ import types
 from typing import Any
 
 from .profiles import Profile, rng_for
-from .responder import ReplyBank, ResponsePlan
+from .reply_bank import ReplyBank
+from .responder import ResponsePlan
 
 NS_PER_MS = 1_000_000
 RESPONSE_FAULTS = ("disconnect_mid_response", "error_mid_turn", "stall_response", "malformed_frame")

@@ -31,7 +31,7 @@ from .profiles import Profile, load_profile, rng_for
 from .quotas import (CAPACITY, KIND_HEADER, THROTTLED_CONNECTIONS, ResourceQuota, capacity_429, connections_429,
                      throttle_record)
 from .replies import select_replies
-from .responder import ReplyBank
+from .reply_bank import ReplyBank
 from .session import SessionSetup, SimSession, SimStats
 from .transcribe import Transcriber
 from .truth import TruthLog

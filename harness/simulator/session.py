@@ -22,7 +22,8 @@ from .profiles import Profile, rng_for
 from .cascade import HeldUserItem, recognised
 from .quotas import (SESSION_EXPIRED, ResourceQuota, announced_expiry, expired_error, session_lifetime_ns,
                      throttle_record)
-from .responder import ActiveResponse, ReplyBank
+from .reply_bank import ReplyBank
+from .responder import ActiveResponse
 from .responses import MIN_COMMIT_MS, Responses
 from .tools import SimTools
 from .transcribe import Transcriber, recognise_action, transcription_actions

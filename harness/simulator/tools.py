@@ -227,7 +227,7 @@ class SimTools:
         return self._calling(intent, calls, kinds, truth, now_ns)
 
     def _reply(self, reply_id: str, keep_ms: float | None = None, text: str | None = None) -> tuple[Any, float]:
-        from .responder import duration_ms
+        from .reply_bank import duration_ms
 
         bank = self.sess.s.bank
         reply = next((r for r in bank.replies if r.id == reply_id), None) or bank.replies[0]
