@@ -112,19 +112,19 @@ def publish(run_dir: Path, run_id: str, env: MutableMapping[str, str], logger: l
         names = upload_dir(run_dir, sas, prefix)
         logger.warning("voiceload uploaded %d files to %s", len(names), blob_url(sas.partition("?")[0], prefix))
     except Exception as exc:  # never fail the run over the copy; say why, without the SAS
-        from harness import auth
+        from harness import diagnosis
 
-        logger.error("voiceload upload to blob storage failed: %s", auth.diagnose(exc))
+        logger.error("voiceload upload to blob storage failed: %s", diagnosis.diagnose(exc))
 
 
 def _boot() -> tuple[type, type]:
     prepare(os.environ)
     from locust import events  # Locust has patched gevent already; the harness imports after it
 
-    from harness import auth
+    from harness import redaction
     from harness.locustfile import NODE, VoiceloadShape, VoiceUser  # registers voiceload's Locust hooks
 
-    auth.register_secret(os.environ.get("VOICELOAD_RESULTS_SAS_URL", "").partition("?")[2] or None)
+    redaction.register_secret(os.environ.get("VOICELOAD_RESULTS_SAS_URL", "").partition("?")[2] or None)
 
     @events.quitting.add_listener  # after harness.locustfile's own quitting hook has written the report
     def _publish(environment: Any, **_kw: Any) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from . import auth
+from . import diagnosis
 
 #: Handshake statuses that mean "this caller will never get in", not "the service is busy".
 REFUSED_STATUSES = (401, 403, 404)
@@ -38,6 +38,6 @@ class AbortWatch:
             top, _ = self.statuses.most_common(1)[0]
             codes = ", ".join(f"HTTP {s} ×{c}" for s, c in self.statuses.most_common())
             self.reason = (f"load.abort_on.refused_sessions: the first {n} sessions were all refused ({codes}); "
-                           f"{auth.diagnose(top)}")
+                           f"{diagnosis.diagnose(top)}")
             return self.reason
         return None

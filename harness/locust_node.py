@@ -13,7 +13,7 @@ import sys
 import gevent
 from locust.runners import MasterRunner, WorkerRunner
 
-from . import auth
+from . import redaction
 from . import locust_coord as coord
 from .exitcodes import EXIT_USAGE
 from .locust_run import LocustRun, run_dir_for
@@ -57,7 +57,7 @@ def load(environment) -> None:
     try:  # say: lines: synthesised (or read from the cache) before this process starts any session
         prepare_speech(NODE.scenario, progress=sys.stderr)
     except SpeechError as exc:
-        log.error("%s", auth.redact(str(exc)))
+        log.error("%s", redaction.redact(str(exc)))
         sys.exit(EXIT_USAGE)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import gevent
 
-from . import auth
+from . import redaction
 from .exitcodes import EXIT_OK, EXIT_USAGE
 from .shapes import WORKER_REPORT_INTERVAL_S, ShapePlan, StepWindow
 
@@ -143,7 +143,7 @@ class LocustRun:
                     self.scenario, run_dir=run_dir, override_url=opts.voiceload_target or None,
                     profile=opts.voiceload_profile or None))
                 if self.output is not None:
-                    self.output.meta["targets"] = [{"name": e.name, "url": auth.redact(e.display)}
+                    self.output.meta["targets"] = [{"name": e.name, "url": redaction.redact(e.display)}
                                                    for e in self.endpoints]
             return self.endpoints
 

@@ -14,7 +14,7 @@ import gevent
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
-from . import auth
+from . import redaction
 from . import locust_coord as coord
 from .exitcodes import EXIT_USAGE
 from .locust_node import NODE, load
@@ -47,7 +47,7 @@ def _options(parser) -> None:
 
 @events.init.add_listener
 def _init(environment, **_kw) -> None:
-    auth.install_log_redaction()
+    redaction.install_log_redaction()
     runner = environment.runner
     if isinstance(runner, WorkerRunner):
         NODE.link = coord.WorkerLink(runner)

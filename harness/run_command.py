@@ -49,14 +49,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def run_scenario(scenario: Any, args: argparse.Namespace) -> int:
-    from . import auth
+    from . import redaction
     from .client.endpoints import open_endpoints
     from .client.runner import LoadRunner
     from .rundir import OutputError, RunOutput
     from .schema import parse_duration
     from .shapes import make_plan
 
-    auth.install_log_redaction()
+    redaction.install_log_redaction()
     try:
         duration = parse_duration(args.duration) if args.duration else None
     except ValueError as exc:
@@ -74,7 +74,7 @@ def run_scenario(scenario: Any, args: argparse.Namespace) -> int:
         problems = _credential_problems(scenario, args.target)
     if problems:
         for p in problems:
-            print(f"error: {auth.redact(p)}", file=sys.stderr)
+            print(f"error: {redaction.redact(p)}", file=sys.stderr)
         return EXIT_USAGE
     code, estimate = cost_guard(scenario, args, duration)
     if code:
@@ -99,7 +99,7 @@ def run_scenario(scenario: Any, args: argparse.Namespace) -> int:
     try:
         with open_endpoints(scenario, run_dir=out.dir, override_url=args.target, profile=args.profile,
                             seed=args.seed, sim_tls=getattr(args, "simulator_tls", False)) as endpoints:
-            out.meta["targets"] = [{"name": e.name, "url": auth.redact(e.display)} for e in endpoints]
+            out.meta["targets"] = [{"name": e.name, "url": redaction.redact(e.display)} for e in endpoints]
             print(f"voiceload: run {out.run_id} → {out.dir}", file=sys.stderr)
             runner = LoadRunner(scenario, endpoints, plan, on_turn=out.add_turn, on_session=out.add_session,
                                 run_id=out.run_id, sessions_per_user=args.sessions_per_user,
@@ -120,9 +120,9 @@ def run_scenario(scenario: Any, args: argparse.Namespace) -> int:
     except Exception as exc:
         out.note(f"run aborted: {type(exc).__name__}: {exc}")
         out.meta["status"] = "aborted"
-        out.meta["abort_reason"] = auth.redact(f"{type(exc).__name__}: {exc}")
+        out.meta["abort_reason"] = redaction.redact(f"{type(exc).__name__}: {exc}")
         out.finish(self_check={})
-        print(f"error: {auth.redact(str(exc))}", file=sys.stderr)
+        print(f"error: {redaction.redact(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     if summary.get("breakpoint"):
         out.meta["breakpoint"] = summary["breakpoint"]

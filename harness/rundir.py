@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import auth
+from . import redaction
 from .records import RecordWriter, SessionRecord, TurnRecord
 
 DEFAULT_ROOT = "reports"
@@ -62,7 +62,7 @@ class RunOutput:
             "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "ended": None,
             "host": socket.gethostname(), "cpu_count": os.cpu_count(), "versions": versions(),
             "targets": targets or [], "load": _load_dict(scenario.load), "thresholds": list(scenario.thresholds),
-            "argv": [auth.redact(a) for a in sys.argv], "self_check": {}, "notes": [],
+            "argv": [redaction.redact(a) for a in sys.argv], "self_check": {}, "notes": [],
         }
         if extra:
             self.meta.update(extra)
@@ -107,13 +107,13 @@ class RunOutput:
         data = rec if isinstance(rec, dict) else rec.to_dict()
         for key in ("error", "input_transcript", "response_transcript"):
             if isinstance(data.get(key), str) and data[key]:
-                data[key] = auth.redact(data[key])
+                data[key] = redaction.redact(data[key])
         self._write(self.turns, data, "turns")
 
     def add_session(self, rec: SessionRecord | dict[str, Any]) -> None:
         data = rec if isinstance(rec, dict) else rec.to_dict()
         if isinstance(data.get("error"), str) and data["error"]:
-            data["error"] = auth.redact(data["error"])
+            data["error"] = redaction.redact(data["error"])
         self._write(self.sessions, data, "sessions")
 
     def _write(self, writer: RecordWriter, data: dict[str, Any], kind: str) -> None:
@@ -132,7 +132,7 @@ class RunOutput:
                 self.on_write_error(self.write_error)
 
     def note(self, text: str) -> None:
-        self.meta["notes"].append(auth.redact(text))
+        self.meta["notes"].append(redaction.redact(text))
 
     def save_meta(self) -> None:
         """Rewrite run.json after ``finish`` (e.g. with the verdict); a failure is recorded, not raised."""

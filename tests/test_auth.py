@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from azure.core.credentials import AccessToken
 
-from harness import auth
+from harness import auth, diagnosis, redaction
 from harness.protocol import endpoint as ep
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,7 +207,7 @@ SECRET_KEY = "k3y-VALUE-0123456789abcdef0123456789"
 def test_api_key_header_and_missing_variable():
     ok = auth.CredentialProvider(ep.AuthConfig(kind="api_key"), env={"AZURE_VOICELIVE_API_KEY": SECRET_KEY})
     assert ok.headers() == {"api-key": SECRET_KEY} and ok.query_secrets() == {}
-    assert SECRET_KEY not in auth.redact(f"sent {SECRET_KEY}")
+    assert SECRET_KEY not in redaction.redact(f"sent {SECRET_KEY}")
     missing = auth.CredentialProvider(ep.AuthConfig(kind="api_key"), env={"OTHER": SECRET_KEY})
     with pytest.raises(auth.AuthError, match="AZURE_VOICELIVE_API_KEY is not set") as info:
         missing.headers()
@@ -237,7 +237,7 @@ def test_classic_agent_token_from_env_or_entra():
                                 credential=FakeCredential(Clock()), clock=Clock())
     assert p.query_secrets() == {"agent-access-token": "eyJagent.access.token"}
     url = ep.build_url(target, secrets=p.query_secrets())
-    assert "agent-access-token=eyJagent.access.token" in url and "eyJagent" not in auth.redact(url)
+    assert "agent-access-token=eyJagent.access.token" in url and "eyJagent" not in redaction.redact(url)
     with pytest.raises(auth.AuthError, match="AGENT_TOKEN is not set.*target.agent.access_token_env"):
         auth.CredentialProvider(target.auth, env={}, credential=FakeCredential(Clock())).query_secrets()
     clock = Clock()
@@ -257,13 +257,13 @@ def test_classic_agent_token_from_env_or_entra():
 
 def test_registered_secrets_and_their_encodings_are_redacted():
     secret = "s3cr3t/with+plus=="
-    auth.register_secret(secret)
+    redaction.register_secret(secret)
     from urllib.parse import quote, quote_plus
 
     text = f"a {secret} b {quote_plus(secret)} c {quote(secret, safe='')}"
-    assert auth.redact(text) == "a *** b *** c ***"
-    auth.register_secret("abc")  # too short to be a real secret: ignored, text not mangled
-    assert auth.redact("abcdef") == "abcdef"
+    assert redaction.redact(text) == "a *** b *** c ***"
+    redaction.register_secret("abc")  # too short to be a real secret: ignored, text not mangled
+    assert redaction.redact("abcdef") == "abcdef"
 
 
 @pytest.mark.parametrize("text, leaked", [
@@ -279,34 +279,34 @@ def test_registered_secrets_and_their_encodings_are_redacted():
     ("token=plainvalue99", "plainvalue99"),
 ])
 def test_pattern_redaction(text, leaked):
-    out = auth.redact(text)
+    out = redaction.redact(text)
     assert leaked not in out and "***" in out
 
 
 def test_redaction_keeps_ordinary_text():
     text = "error code: 401, max_response_output_tokens: 4096, token scope https://ai.azure.com/.default"
-    assert auth.redact(text) == text
-    assert auth.redact(auth.redact("api-key: 0123456789abcdef")) == "api-key: ***"
+    assert redaction.redact(text) == text
+    assert redaction.redact(redaction.redact("api-key: 0123456789abcdef")) == "api-key: ***"
 
 
 @pytest.fixture
 def restore_logging(monkeypatch):
     """install_log_redaction() changes process-wide logging: undo it for the other tests."""
     factory = logging.getLogRecordFactory()
-    monkeypatch.setattr(auth, "_FACTORY_INSTALLED", False)
+    monkeypatch.setattr(redaction, "_FACTORY_INSTALLED", False)
     yield
     logging.setLogRecordFactory(factory)
     root = logging.getLogger()
     for t in [root, *root.handlers, *[h for lg in logging.Logger.manager.loggerDict.values()
                                        if isinstance(lg, logging.Logger) for h in lg.handlers]]:
-        t.removeFilter(auth._FILTER)
+        t.removeFilter(redaction._FILTER)
 
 
 def test_log_records_are_redacted(caplog, restore_logging):
     secret = "LOGSECRET-0123456789"
-    auth.register_secret(secret)
-    auth.install_log_redaction()
-    auth.install_log_redaction()  # idempotent
+    redaction.register_secret(secret)
+    redaction.install_log_redaction()
+    redaction.install_log_redaction()  # idempotent
     log = logging.getLogger("voiceload.test.child")
     with caplog.at_level(logging.INFO):
         log.info("connecting with %s and %r", secret, {"api-key": "unregistered-key-value"})
@@ -318,19 +318,19 @@ def test_log_records_are_redacted(caplog, restore_logging):
     assert "abcdefghijklmnop" not in caplog.text and "***" in caplog.text
     assert all(secret not in r.getMessage() for r in caplog.records)
     root_filters = logging.getLogger().filters
-    assert any(isinstance(f, auth.RedactingFilter) for f in root_filters)
+    assert any(isinstance(f, redaction.RedactingFilter) for f in root_filters)
 
 
 def test_redact_exception_follows_the_chain():
     secret = "EXCSECRET-0123456789"
-    auth.register_secret(secret)
+    redaction.register_secret(secret)
     try:
         try:
             raise ValueError(f"inner {secret}")
         except ValueError as inner:
             raise RuntimeError("outer api-key: abcdef0123456") from inner
     except RuntimeError as exc:
-        text = auth.redact_exception(exc)
+        text = redaction.redact_exception(exc)
     assert text.startswith("RuntimeError: outer api-key: ***") and "ValueError: inner ***" in text
     assert secret not in text
 
@@ -355,7 +355,7 @@ def invalid_status(status: int, headers: dict | None = None, body: bytes = b""):
     (302, "redirected"),
 ])
 def test_diagnose_status_codes(exc, expected):
-    text = auth.diagnose(exc).replace(" (HTTP 401)", "")
+    text = diagnosis.diagnose(exc).replace(" (HTTP 401)", "")
     assert expected in text
     if exc == 401:
         assert "https://ai.azure.com/.default" in text
@@ -364,19 +364,19 @@ def test_diagnose_status_codes(exc, expected):
 
 
 def test_diagnose_invalid_status_objects():
-    assert "Retry-After 7 s" in auth.diagnose(invalid_status(429, {"Retry-After": "7"}))
-    text = auth.diagnose(invalid_status(400, body=b'{"error":{"message":"Unsupported api-version 2099-01-01"}}'))
+    assert "Retry-After 7 s" in diagnosis.diagnose(invalid_status(429, {"Retry-After": "7"}))
+    text = diagnosis.diagnose(invalid_status(400, body=b'{"error":{"message":"Unsupported api-version 2099-01-01"}}'))
     assert text.startswith("unsupported api-version") and "2026-07-15" in text
-    assert auth.diagnose(invalid_status(400, body=b"missing model")).startswith("bad request")
+    assert diagnosis.diagnose(invalid_status(400, body=b"missing model")).startswith("bad request")
     leaky = invalid_status(401, body=b"bad key api-key: 0123456789abcdef")
-    assert "0123456789abcdef" not in auth.diagnose(leaky)
+    assert "0123456789abcdef" not in diagnosis.diagnose(leaky)
     try:  # wrapped, as the SDK's ConnectionError wraps the transport error
         try:
             raise invalid_status(403)
         except Exception as inner:
             raise RuntimeError("Failed to establish WebSocket connection") from inner
     except RuntimeError as outer:
-        assert "'Azure AI User'" in auth.diagnose(outer)
+        assert "'Azure AI User'" in diagnosis.diagnose(outer)
 
 
 class FakeConnectError(Exception):
@@ -399,18 +399,18 @@ class FakeConnectError(Exception):
     (auth.AuthError("environment variable X is not set"), "environment variable X is not set"),
 ])
 def test_diagnose_exceptions(exc, expected):
-    assert expected in auth.diagnose(exc)
+    assert expected in diagnosis.diagnose(exc)
 
 
 def test_diagnose_entra_credential_unavailable():
     from azure.identity import CredentialUnavailableError
 
-    text = auth.diagnose(CredentialUnavailableError("DefaultAzureCredential failed to retrieve a token"))
+    text = diagnosis.diagnose(CredentialUnavailableError("DefaultAzureCredential failed to retrieve a token"))
     assert "az login" in text and "api_key" in text
 
 
 def test_diagnose_unknown_is_redacted():
-    auth.register_secret("UNKNOWNSECRET-12345")
-    text = auth.diagnose(KeyError("UNKNOWNSECRET-12345"))
+    redaction.register_secret("UNKNOWNSECRET-12345")
+    text = diagnosis.diagnose(KeyError("UNKNOWNSECRET-12345"))
     assert text.startswith("KeyError") and "UNKNOWNSECRET" not in text
-    assert auth.diagnose(None) == "unknown failure"
+    assert diagnosis.diagnose(None) == "unknown failure"

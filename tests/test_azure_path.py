@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from azure.core.credentials import AccessToken
 
-from harness import auth
+from harness import auth, diagnosis
 from harness.client.endpoints import real_endpoint
 from harness.client.session import CallerSession, SessionOptions
 from harness.scenario import load_scenario
@@ -122,7 +122,7 @@ def test_bad_credentials_are_rejected_at_the_handshake_with_a_diagnosis(tmp_path
     assert srec.outcome == "rejected" and srec.http_status == status and records == []
     assert srec.connect_attempts == 1  # 401 is not retried
     assert "vl-wrong-secret-0000" not in srec.error
-    assert "authentication" in auth.diagnose(srec.http_status).lower()
+    assert "authentication" in diagnosis.diagnose(srec.http_status).lower()
 
 
 def test_expired_entra_tokens_are_never_used(tmp_path, strict_sim, monkeypatch):

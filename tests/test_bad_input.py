@@ -22,7 +22,7 @@ import pytest
 import soundfile as sf
 import yaml
 
-from harness import auth, cli, run_command
+from harness import cli, redaction, run_command
 from harness.fixtures import load_manifest
 from harness.scenario import load_scenario
 
@@ -43,7 +43,7 @@ load:
 @pytest.fixture(autouse=True)
 def _cwd(monkeypatch):
     monkeypatch.chdir(ROOT)
-    monkeypatch.setattr(auth, "install_log_redaction", lambda: None)  # keep this process's logging as it is
+    monkeypatch.setattr(redaction, "install_log_redaction", lambda: None)  # keep this process's logging as it is
 
 
 def validate(path: Path, capsys) -> tuple[int, str, str]:

@@ -234,7 +234,7 @@ def test_read_only_and_too_small_filesystems_are_refused(tmp_path, tmpfs):
 
 def test_full_disk_is_refused_in_process_without_starting_anything(tmp_path, monkeypatch, capsys):
     """os.statvfs says 3 MiB free: run_scenario refuses with exit 2 before any simulator or session."""
-    from harness import auth, rundir, run_command
+    from harness import redaction, rundir, run_command
     from harness.simulator import SimulatorProcess
 
     real = os.statvfs
@@ -245,7 +245,7 @@ def test_full_disk_is_refused_in_process_without_starting_anything(tmp_path, mon
             self.f_frsize, self.f_bavail = st.f_frsize, 3 * 1024 * 1024 // st.f_frsize
 
     monkeypatch.setattr(rundir.os, "statvfs", Tiny)
-    monkeypatch.setattr(auth, "install_log_redaction", lambda: None)  # keep this process's logging as it is
+    monkeypatch.setattr(redaction, "install_log_redaction", lambda: None)  # keep this process's logging as it is
 
     def never(*a, **kw):
         raise AssertionError("a simulator was started although the output directory was refused")

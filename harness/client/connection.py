@@ -10,7 +10,7 @@ import time
 
 import gevent.event
 
-from .. import auth
+from .. import diagnosis
 from ..quota import classify_throttle, is_session_expiry
 from ..protocol import events as ev
 from .. import audio
@@ -49,7 +49,7 @@ class Connection:
             except ConnectError as exc:
                 if slot is not None:
                     slot.done()  # before any backoff: the attempt is over
-                rec.http_status, rec.error = exc.status, auth.diagnose(exc)[:500]
+                rec.http_status, rec.error = exc.status, diagnosis.diagnose(exc)[:500]
                 if exc.status == 429:
                     rec.throttled = classify_throttle(429, exc.headers, exc.body, str(exc))
                     rec.throttled_attempts += 1

@@ -10,7 +10,7 @@ import dataclasses
 import sys
 from typing import Any
 
-from .. import auth
+from .. import diagnosis, redaction
 from ..scenario import Scenario
 from .endpoints import open_endpoints
 from .session import CallerSession, SessionOptions
@@ -23,7 +23,7 @@ def probe_targets(scenario: Scenario, out: Any = sys.stdout) -> int:
     try:
         prepare_speech(one_turn)
     except SpeechError as exc:
-        print(f"  ✗ {auth.redact(str(exc))}", file=out)
+        print(f"  ✗ {redaction.redact(str(exc))}", file=out)
         return 2
     rc = 0
     try:
@@ -31,28 +31,28 @@ def probe_targets(scenario: Scenario, out: Any = sys.stdout) -> int:
             for endpoint in endpoints:
                 rc = max(rc, _probe(one_turn, endpoint, out))
     except Exception as exc:  # credential or simulator start-up problems
-        print(f"  ✗ cannot prepare targets: {auth.redact(auth.diagnose(exc))}", file=out)
+        print(f"  ✗ cannot prepare targets: {redaction.redact(diagnosis.diagnose(exc))}", file=out)
         return 1
     return rc
 
 
 def _probe(scenario: Scenario, endpoint: Any, out: Any) -> int:
-    print(f"  → {endpoint.name}: {auth.redact(endpoint.display)}", file=out)
+    print(f"  → {endpoint.name}: {redaction.redact(endpoint.display)}", file=out)
     try:
         session = CallerSession(scenario, endpoint, SessionOptions(session_id="probe"))
         rec = session.run()
     except Exception as exc:
-        print(f"  ✗ {endpoint.name}: {auth.redact(auth.diagnose(exc))}", file=out)
+        print(f"  ✗ {endpoint.name}: {redaction.redact(diagnosis.diagnose(exc))}", file=out)
         return 1
     if rec.outcome in ("rejected", "connect_error"):
-        why = auth.diagnose(rec.http_status) if rec.http_status else rec.error
-        print(f"  ✗ {endpoint.name}: {auth.redact(why)}", file=out)
+        why = diagnosis.diagnose(rec.http_status) if rec.http_status else rec.error
+        print(f"  ✗ {endpoint.name}: {redaction.redact(why)}", file=out)
         return 1
     if not rec.server_session_id and rec.connect_ms is None:  # e.g. no Entra token: never reached the host
-        print(f"  ✗ {endpoint.name}: could not connect: {auth.redact(rec.error)}", file=out)
+        print(f"  ✗ {endpoint.name}: could not connect: {redaction.redact(rec.error)}", file=out)
         return 1
     if not session.records:
-        print(f"  ✗ {endpoint.name}: connected but the session was not configured: {auth.redact(rec.error)}",
+        print(f"  ✗ {endpoint.name}: connected but the session was not configured: {redaction.redact(rec.error)}",
               file=out)
         return 1
     turn = session.records[0]

@@ -81,7 +81,8 @@ class AzureSpeechClient:
 
     def headers(self) -> dict[str, str]:
         """Auth headers for one request (a bearer token is refreshed by harness.auth before expiry)."""
-        from ..auth import AuthError, register_secret
+        from ..auth import AuthError
+        from ..redaction import register_secret
 
         try:
             got = self._provider().headers()
@@ -152,6 +153,6 @@ def _explain(status: int, voice: str, detail: str) -> str:
                 "another resource/region",
            404: "not found: check the region or endpoint URL",
            415: "unsupported media type", 429: "throttled (429) after retries"}.get(status, "request failed")
-    from ..auth import redact
+    from ..redaction import redact
 
     return redact(f"azure speech HTTP {status}: {why}" + (f" ({detail[:200]})" if detail else ""))

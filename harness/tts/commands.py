@@ -43,7 +43,7 @@ def add_list_options(fl: Any) -> None:
 
 def prepare_for_run(scenario: Any, quiet: bool = False) -> int | None:
     """Synthesise the scenario's say: lines before load starts; an exit code on failure, else None."""
-    from ..auth import redact
+    from ..redaction import redact
     from .prepare import SpeechError, prepare_speech
 
     try:
@@ -58,7 +58,7 @@ def cmd_say(args: argparse.Namespace) -> int:
     import re
 
     from .. import fixtures
-    from ..auth import redact
+    from ..redaction import redact
     from .cache import CACHE_SUBDIR, Line, SpeechCache
     from .engines import MAX_RATE, MIN_RATE, EngineError, default_engine, parse_voice
     from .render import Caller
