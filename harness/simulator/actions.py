@@ -11,6 +11,8 @@ from typing import Any, Callable, Union
 
 from .truth import TurnTruth
 
+NS_PER_MS = 1_000_000  # Timer instants are monotonic nanoseconds
+
 
 @dataclass(slots=True)
 class Send:

@@ -15,6 +15,8 @@ the session offers becomes a *calling* response instead of speech:
   ``tools.agent_action_ms``): ``output_item.added`` {mcp_call}, ``mcp_call_arguments.delta``/``.done``,
   ``mcp_call.in_progress`` … ``mcp_call.completed``, ``response.done``, then it answers by itself.
 
+The calling response's events are emitted by tool_calls.py; this module decides and keeps the rounds.
+
 Ground truth: the calling response's record holds the calls, when the first call's arguments were
 sent and when an MCP/agent call ended; the answer's record names the calling response
 (``answer_to``) and when the caller's ``response.create`` arrived.
@@ -23,7 +25,6 @@ sent and when an MCP/agent call ended; the answer's record names the calling res
 from __future__ import annotations
 
 import functools
-import json
 import re
 import types
 from dataclasses import dataclass, field
@@ -33,15 +34,14 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from ..protocol import events as ev
-from .actions import Action, Compute, Record, Send, Timer
-from .cascade import response_gate
+from .actions import NS_PER_MS, Action, Compute, Send, Timer
 from .profiles import rng_for
+from .tool_calls import CallingResponse
 from .truth import TurnTruth
 
 if TYPE_CHECKING:
     from .session import SimSession
 
-NS_PER_MS = 1_000_000
 INTENTS_FILE = Path(__file__).resolve().parent / "replies" / "intents.yaml"
 FILLER_MS = 900.0
 DEFAULT_FILLER = "One moment, please."
@@ -259,7 +259,7 @@ class SimTools:
         sess.s.stats.responses += 1
         return [Timer(created_at, r.on_created)]
 
-    def on_calling_done(self, r: "CallingResponse", now_ns: int) -> list[Action]:
+    def on_calling_done(self, r: CallingResponse, now_ns: int) -> list[Action]:
         """The calling response ended: open the round (function) or answer by itself (MCP, agent)."""
         sess = self.sess
         if r.truth.status != "completed" or sess.closed:
@@ -295,131 +295,3 @@ class SimTools:
         truth.answer_to = rnd.response_id
         sess.reply_override = self._reply(rnd.intent.reply, FILLER_MS, texts[0] if texts else DEFAULT_FILLER)
         return sess._start_response(truth, now_ns, {}, tools_checked=True)
-
-
-class CallingResponse:
-    """A response whose output is tool calls (function_call or mcp_call items) instead of speech."""
-
-    audio = False
-
-    def __init__(self, tools: SimTools, intent: Intent, calls: list[tuple[str, dict[str, Any]]],
-                 kinds: list[tuple[str, str]], truth: TurnTruth, created_at: int, calls_at: int, latency_ms: float):
-        self.tools, self.intent, self.truth = tools, intent, truth
-        self.kind = kinds[0][0]
-        self.rid = ev.new_id("resp")
-        self.ctx = types.SimpleNamespace(response_id=self.rid, item_id=None)
-        self.calls_at, self.latency_ms = calls_at, latency_ms
-        self.state = "pending"
-        self.blocked = False
-        self.items: list[dict[str, Any]] = []
-        for (name, args), (kind, label) in zip(calls, kinds):
-            item: dict[str, Any] = {"id": ev.new_id("item"), "object": "realtime.item", "status": "in_progress",
-                                    "name": name, "arguments": ""}
-            if kind == "function":
-                item.update(type="function_call", call_id=ev.new_id("call"))
-            else:
-                item.update(type="mcp_call", server_label=label, output=None)
-            item["_args"] = json.dumps(args)
-            self.items.append(item)
-        truth.response_id, truth.tool_kind = self.rid, self.kind
-        truth.tool_calls = [{"name": i["name"], "call_id": i.get("call_id"), "item_id": i["id"],
-                             "arguments": json.loads(i["_args"])} for i in self.items]
-        truth.tool_latency_ms = latency_ms if self.kind != "function" else None
-
-    @property
-    def active(self) -> bool:
-        return self.state in ("pending", "calling")
-
-    def _public(self, item: dict[str, Any], **over: Any) -> dict[str, Any]:
-        return {**{k: v for k, v in item.items() if k != "_args"}, **over}
-
-    def _response(self, status: str, details: dict[str, Any] | None = None, output: list[Any] | None = None) -> dict:
-        sess = self.tools.sess
-        return ev.response_object(self.rid, status=status, status_details=details, output=output or [],
-                                  conversation_id=sess.conversation_id, modalities=list(sess.config["modalities"]),
-                                  voice=sess.config["voice"], output_audio_format=sess.config["output_audio_format"])
-
-    def on_created(self, now_ns: int) -> list[Action]:
-        if self.state != "pending":
-            return []
-        sess = self.tools.sess
-        held = response_gate(sess.user_item if sess.cascaded else None)(now_ns)  # cascaded: the user item first
-        if held is None:
-            self.blocked = True
-            return []
-        self.state = "calling"
-        return held + [Send(ev.server_event(ev.RESPONSE_CREATED, response=self._response("in_progress")), self.truth,
-                            "response_created"), Timer(max(now_ns, self.calls_at), self.on_calls)]
-
-    def release(self, now_ns: int) -> list[Action]:
-        if self.blocked and self.state == "pending":
-            self.blocked = False
-            return self.on_created(now_ns)
-        return []
-
-    def on_calls(self, now_ns: int) -> list[Action]:
-        if self.state != "calling":
-            return []
-        sess, out = self.tools.sess, []
-        n_deltas = max(1, sess.profile.tools.argument_deltas)
-        for k, item in enumerate(self.items):
-            prev = sess.conv.add(item["id"], item["type"])
-            out.append(Send(ev.server_event(ev.OUTPUT_ITEM_ADDED, response_id=self.rid, output_index=k,
-                                            item=self._public(item))))
-            out.append(Send(ev.server_event(ev.ITEM_CREATED, previous_item_id=prev, item=self._public(item))))
-            args, fn = item["_args"], item["type"] == "function_call"
-            ids = {"response_id": self.rid, "item_id": item["id"], "output_index": k}
-            if fn:
-                ids["call_id"] = item["call_id"]
-            prefix = "response.function_call_arguments" if fn else "response.mcp_call_arguments"
-            for j in range(n_deltas):
-                piece = args[len(args) * j // n_deltas: len(args) * (j + 1) // n_deltas]
-                out.append(Send(ev.server_event(f"{prefix}.delta", **ids, delta=piece)))
-            done = ev.server_event(f"{prefix}.done", **ids, arguments=args, **({"name": item["name"]} if fn else {}))
-            out.append(Send(done, self.truth, "tool_args_done_sent"))
-            if fn:
-                out.append(Send(ev.server_event(ev.OUTPUT_ITEM_DONE, response_id=self.rid, output_index=k,
-                                                item=self._public(item, status="completed", arguments=args))))
-            else:
-                out.append(Send(ev.server_event("response.mcp_call.in_progress", item_id=item["id"], output_index=k)))
-        if self.kind == "function":
-            return out + self._finish("completed", now_ns)
-        return out + [Timer(now_ns + int(self.latency_ms * NS_PER_MS), self.on_mcp_done)]
-
-    def on_mcp_done(self, now_ns: int) -> list[Action]:
-        if self.state != "calling":
-            return []
-        out: list[Action] = []
-        for k, item in enumerate(self.items):
-            out.append(Send(ev.server_event("response.mcp_call.completed", item_id=item["id"], output_index=k),
-                            self.truth, "tool_result_sent"))
-            result = json.dumps({"ok": True, "tool": item["name"]})
-            out.append(Send(ev.server_event(ev.OUTPUT_ITEM_DONE, response_id=self.rid, output_index=k,
-                                            item=self._public(item, status="completed", arguments=item["_args"],
-                                                              output=result))))
-        return out + self._finish("completed", now_ns)
-
-    def _finish(self, status: str, now_ns: int, details: dict[str, Any] | None = None) -> list[Action]:
-        self.state = "done"
-        output = [self._public(i, status="completed" if status == "completed" else "incomplete", arguments=i["_args"])
-                  for i in self.items]
-        self.truth.status, self.truth.reason = status, (details or {}).get("reason")
-        out: list[Action] = [Send(ev.server_event(ev.RESPONSE_DONE, response=self._response(status, details, output)),
-                                  self.truth, "done_sent"), Record(self.truth)]
-        out += self.tools.sess._on_end(self, now_ns)  # type: ignore[arg-type]
-        return out + self.tools.on_calling_done(self, now_ns)
-
-    def cancel(self, reason: str, now_ns: int) -> list[Action]:
-        if self.state == "done":
-            return []
-        out: list[Action] = []
-        if self.state == "pending":
-            out.append(Send(ev.server_event(ev.RESPONSE_CREATED, response=self._response("in_progress")), self.truth,
-                            "response_created"))
-        return out + self._finish("cancelled", now_ns, {"type": "cancelled", "reason": reason})
-
-    def abandon(self) -> list[Action]:
-        if self.state == "done":
-            return []
-        self.state, self.truth.status = "done", "disconnected"
-        return [Record(self.truth)]
