@@ -9,11 +9,11 @@ from __future__ import annotations
 import types
 from typing import Any
 
+from .actions import NS_PER_MS
 from .profiles import Profile, rng_for
 from .reply_bank import ReplyBank
 from .responder import ResponsePlan
 
-NS_PER_MS = 1_000_000
 RESPONSE_FAULTS = ("disconnect_mid_response", "error_mid_turn", "stall_response", "malformed_frame")
 
 

@@ -17,11 +17,10 @@ from typing import Any, Callable
 from .. import audio
 from ..limits import OUTPUT_AUDIO_TOKENS_PER_S, text_tokens
 from ..protocol import events as ev
-from .actions import Action, Close, Record, Send, SendRaw, Timer
+from .actions import NS_PER_MS, Action, Close, Record, Send, SendRaw, Timer
 from .reply_bank import ReplyBank, duration_ms
 from .truth import TurnTruth
 
-NS_PER_MS = 1_000_000
 VISEME_IDS = 22  # Azure viseme ids 0-21
 MALFORMED_TEXT = "{voiceload-simulator: deliberately malformed frame"
 MALFORMED_BINARY = b"\x00\xffvoiceload-simulator\xfe"

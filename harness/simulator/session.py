@@ -16,7 +16,7 @@ from ..limits import INPUT_AUDIO_TOKENS_PER_S
 from ..protocol import events as ev
 from ..protocol import session as ps
 from ..vad import VadEvent
-from .actions import Action, Close, Record, Send, Timer
+from .actions import NS_PER_MS, Action, Close, Record, Send, Timer
 from .conversation import Conversation
 from .profiles import Profile, rng_for
 from .cascade import HeldUserItem, recognised
@@ -30,7 +30,6 @@ from .transcribe import Transcriber, recognise_action, transcription_actions
 from .truth import TurnTruth
 from .vad_stream import InputAudio, SpeechEvent, vad_params
 
-NS_PER_MS = 1_000_000
 APPEND_PREFIX = ev.append_message_prefix()
 _PREFIX_LEN = len(APPEND_PREFIX)
 CLIENT_EVENTS = (ev.SESSION_UPDATE, ev.INPUT_AUDIO_APPEND, ev.INPUT_AUDIO_COMMIT, ev.INPUT_AUDIO_CLEAR,
