@@ -10,6 +10,7 @@ import os
 import socket as _stdsocket
 import ssl
 import time
+from typing import NamedTuple
 
 from gevent import socket
 from websockets.client import ClientProtocol
@@ -124,3 +125,25 @@ def _handshake(sock: socket.socket, proto: ClientProtocol, headers: dict[str, st
                 return [e for e in events[i + 1:] if isinstance(e, Frame)], t
         if proto.handshake_exc is not None:
             raise ConnectError("protocol", f"invalid handshake: {proto.handshake_exc}")
+
+
+class Dialled(NamedTuple):
+    """An open WebSocket, upgraded, handed to the transport that drives it."""
+
+    sock: socket.socket | TlsSocket
+    kernel_stamps: bool  # its reads carry kernel receive stamps
+    early: list[Frame]  # frames that came in the same read as the 101 response
+    early_ns: int  # when that read returned (monotonic)
+
+
+def dial(host: str, port: int, secure: bool, proto: ClientProtocol, headers: dict[str, str], *,
+         ssl_context: ssl.SSLContext | None = None, kernel_stamps: bool = False) -> Dialled:
+    """TCP (kernel stamps if asked and available), TLS for ``secure``, then the upgrade with
+    ``headers``; the socket is closed if the upgrade fails. Raises :class:`ConnectError`."""
+    sock, stamped = _open_socket(host, port, secure, ssl_context, kernel_stamps)
+    try:
+        early, early_ns = _handshake(sock, proto, headers)
+    except BaseException:
+        sock.close()
+        raise
+    return Dialled(sock, stamped, early, early_ns)

@@ -28,7 +28,7 @@ from websockets.uri import parse_uri
 
 from .. import kstamp
 from ..histogram import MsHistogram
-from .dial import READ_SIZE, ConnectError, _handshake, _open_socket
+from .dial import READ_SIZE, ConnectError, dial
 from .tlsio import TlsSocket
 
 try:
@@ -292,16 +292,12 @@ def connect(url: str, headers: dict[str, str], on_message: OnMessage, *, open_ti
     proto = ClientProtocol(uri, max_size=MAX_MESSAGE, subprotocols=subprotocols)  # no extensions: no deflate
     try:
         with gevent.Timeout(open_timeout, ConnectError("timeout", f"no handshake within {open_timeout:g}s")):
-            sock, kernel_stamps = _open_socket(uri.host, uri.port, uri.secure, ssl_context, kernel_stamps)
-            try:
-                early, t_early = _handshake(sock, proto, headers)
-            except BaseException:
-                sock.close()
-                raise
+            d = dial(uri.host, uri.port, uri.secure, proto, headers, ssl_context=ssl_context,
+                     kernel_stamps=kernel_stamps)
     except ConnectError:
         raise
-    transport = Transport(sock=sock, protocol=proto, on_message=on_message, kernel_stamps=kernel_stamps)
-    transport.start(early, t_early)
+    transport = Transport(sock=d.sock, protocol=proto, on_message=on_message, kernel_stamps=d.kernel_stamps)
+    transport.start(d.early, d.early_ns)
     return transport
 
 
