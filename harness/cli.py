@@ -21,6 +21,10 @@ EPILOG = "exit codes (every command; Locust uses the same):\n" + "\n".join(
 
 def main(argv: list[str] | None = None) -> int:
     args_in = sys.argv[1:] if argv is None else list(argv)
+    if args_in[:1] == ["run"]:  # before the parser's imports: a signal from here on exits 3 (harness/interrupts.py)
+        from .interrupts import install
+
+        install()
     if args_in[:1] == ["simulate"]:  # argparse.REMAINDER in a subparser refuses leading --flags
         from .simulator.__main__ import main as simulate
 

@@ -14,25 +14,20 @@ from typing import Any
 from .exitcodes import EXIT_OK, EXIT_USAGE
 
 
-class _Signalled(KeyboardInterrupt):
-    """SIGTERM before the runner's own handlers are installed: handled like Ctrl-C, but named."""
-
-    signal = "SIGTERM"
-
-
-def _sigterm_as_interrupt(*_: Any) -> None:
-    raise _Signalled
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    import signal
+    from . import interrupts
 
-    # Until the runner installs its own handlers: SIGTERM during start-up ends like Ctrl-C (exit 3, "interrupted")
-    # instead of killing the process with no verdict.
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    # SIGINT/SIGTERM until the runner's own handlers: exit 3 ("interrupted"), never a kill without a
+    # verdict, never a signal lost in a start-up step (harness/interrupts.py). cli.main installs them first.
+    signals = interrupts.install()
     from gevent import monkey
 
     monkey.patch_all()
+    import gevent
+
+    hub = gevent.get_hub()  # a signal raised while the hub waits reaches the main greenlet: no traceback
+    hub.NOT_ERROR = (*hub.NOT_ERROR, interrupts.Interrupted)
+    signals.check()
     from .scenario import ScenarioError, load_scenario
 
     try:
@@ -42,20 +37,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from .tts.commands import prepare_for_run  # say: lines are synthesised here, before any load
 
+    signals.check()
     rc = prepare_for_run(scenario, quiet=args.quiet)
     if rc is not None:
         return rc
-    return run_scenario(scenario, args)
+    return run_scenario(scenario, args, signals)
 
 
-def run_scenario(scenario: Any, args: argparse.Namespace) -> int:
-    from . import redaction
+def run_scenario(scenario: Any, args: argparse.Namespace, signals: Any = None) -> int:
+    from . import interrupts, redaction
     from .client.endpoints import open_endpoints
     from .client.runner import LoadRunner
     from .rundir import OutputError, RunOutput
     from .schema import parse_duration
     from .shapes import make_plan
 
+    signals = signals or interrupts.RunSignals()  # not installed (tests calling this directly): never signalled
     redaction.install_log_redaction()
     try:
         duration = parse_duration(args.duration) if args.duration else None
@@ -80,44 +77,56 @@ def run_scenario(scenario: Any, args: argparse.Namespace) -> int:
     if code:
         return code
     plan = make_plan(scenario.load, users=args.users, spawn_rate=args.spawn_rate, duration_s=duration)
+    out = None
     try:
-        out = RunOutput(scenario, out_dir=args.out)
-    except OutputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    from .plan import plan_dict
+        with signals.held():  # the run directory whole and run.json saved before a signal can end the run
+            out = RunOutput(scenario, out_dir=args.out)
+            from .plan import plan_dict
 
-    out.meta["plan"] = plan_dict(estimate)
-    out.meta["load"] = _effective_load(scenario, plan, args)
-    out.meta["scenario_load"] = _scenario_load(scenario)
-    out.meta["allow_expectation_failures"] = bool(args.allow_expectation_failures)
-    out.meta["status"] = "running"
-    if getattr(scenario.speech, "prepared", None):  # say: lines: what was synthesised or cached (harness/tts)
-        out.meta["speech"] = scenario.speech.prepared
-    out.save_meta()  # a run killed from here on (SIGKILL, power) is judged "did not finish", never PASS
-    progress = None if args.quiet else sys.stderr
-    try:
+            out.meta["plan"] = plan_dict(estimate)
+            out.meta["load"] = _effective_load(scenario, plan, args)
+            out.meta["scenario_load"] = _scenario_load(scenario)
+            out.meta["allow_expectation_failures"] = bool(args.allow_expectation_failures)
+            out.meta["status"] = "running"
+            if getattr(scenario.speech, "prepared", None):  # say: lines: what was synthesised or cached (harness/tts)
+                out.meta["speech"] = scenario.speech.prepared
+            out.save_meta()  # a run killed from here on (SIGKILL, power) is judged "did not finish", never PASS
+        progress = None if args.quiet else sys.stderr
+        signals.check()
         with open_endpoints(scenario, run_dir=out.dir, override_url=args.target, profile=args.profile,
                             seed=args.seed, sim_tls=getattr(args, "simulator_tls", False)) as endpoints:
+            signals.check()
             out.meta["targets"] = [{"name": e.name, "url": redaction.redact(e.display)} for e in endpoints]
             print(f"voiceload: run {out.run_id} → {out.dir}", file=sys.stderr)
             runner = LoadRunner(scenario, endpoints, plan, on_turn=out.add_turn, on_session=out.add_session,
                                 run_id=out.run_id, sessions_per_user=args.sessions_per_user,
                                 kernel_stamps=args.kernel_timestamps, progress=progress, seed=args.seed or 0,
-                                recording_dir=str(out.dir / "recordings"))
+                                recording_dir=str(out.dir / "recordings"),
+                                early_signal=lambda: signals.received)
             out.on_write_error = lambda _msg: runner.stop()  # disk full mid-run: stop, keep what is on disk
+            signals.check()
+            signals.hand_over()  # a signal from here on: the runner stops the load (early_signal if before its handlers)
             summary = runner.run()
+    except OutputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt as exc:  # a signal while targets start, before the runner handles signals itself
         import datetime as dt
 
+        signals.hand_over()  # a second signal must not break the report the first one asked for
+        if out is None:  # before the run directory: nothing to report (cli.main: exit 3, "interrupted")
+            raise
         name = getattr(exc, "signal", "SIGINT")
-        out.meta.update(status="interrupted", interrupted={
-            "signal": name, "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+        at = (signals.received or {}).get("at") or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        out.meta.update(status="interrupted", interrupted={"signal": name, "at": at})
         out.note(f"interrupted by {name} while the run was starting")
         paths = out.finish(self_check={})
         print(f"report: {paths.get('report.html', out.dir / 'report.html')}")
         return print_verdict(out.dir, None, args.junit, args.allow_expectation_failures, output=out)
     except Exception as exc:
+        signals.hand_over()
+        if out is None:
+            raise
         out.note(f"run aborted: {type(exc).__name__}: {exc}")
         out.meta["status"] = "aborted"
         out.meta["abort_reason"] = redaction.redact(f"{type(exc).__name__}: {exc}")

@@ -83,8 +83,10 @@ class LoadRunner:
                  on_turn: Callable[[TurnRecord], None], on_session: Callable[[SessionRecord], None],
                  run_id: str = "", sessions_per_user: int | None = None, kernel_stamps: bool = True,
                  progress: TextIO | None = sys.stderr, worker: str = "local", seed: int = 0,
-                 recording_dir: str | None = None):
+                 recording_dir: str | None = None,
+                 early_signal: Callable[[], dict[str, str] | None] = lambda: None):
         self.sc = scenario
+        self.early_signal = early_signal  # a signal that came before run() installed its handlers (start-up)
         self.endpoints = endpoints
         self.plan = plan
         self.on_turn = on_turn
@@ -123,7 +125,11 @@ class LoadRunner:
         from .session import prepare
 
         prepare(self.sc)
-        handlers = self._install_signals()
+        handlers, previous = self._install_signals()
+        early = self.early_signal()
+        if early is not None:  # signalled while the run started (its raise may have been lost): stop at once
+            self.interrupted = dict(early)
+            self._on_signal(getattr(signal, early["signal"], signal.SIGINT))
         ticker = gevent.spawn(self._progress_loop) if self.progress else None
         release_gc = realtime_gc()  # no 25-45 ms collector pauses under every session at once
         try:
@@ -137,7 +143,9 @@ class LoadRunner:
             if ticker:
                 ticker.kill()
             for handle in handlers:
-                handle.cancel()
+                handle.cancel()  # libev sets the signal back to SIG_DFL: a SIGTERM would kill the report
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             release_gc()  # after the drain: its sessions still stream in real time
         if self.progress:
             print(self.stats.line(0), file=self.progress, flush=True)
@@ -286,15 +294,18 @@ class LoadRunner:
             alive = sum(1 for g in self.users if not g.dead)
             print(self.stats.line(alive, self.budgets.waiting, self.queued), file=self.progress, flush=True)
 
-    def _install_signals(self) -> list[Any]:
-        """Ctrl-C / SIGTERM stop the load gracefully; the caller still writes the report."""
-        installed = []
+    def _install_signals(self) -> tuple[list[Any], dict[int, Any]]:
+        """Ctrl-C / SIGTERM stop the load gracefully; the caller still writes the report. Returns the
+        handles and the Python handlers they replace, put back after the run."""
+        installed, previous = [], {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 installed.append(gevent.signal_handler(sig, self._on_signal, sig))
             except (ValueError, OSError):  # not the main thread
-                pass
-        return installed
+                continue
+            if signal.getsignal(sig) is not None:  # None: not installed from Python, nothing to put back
+                previous[sig] = signal.getsignal(sig)
+        return installed, previous
 
     def _on_signal(self, sig: int = signal.SIGINT) -> None:
         if self.interrupted is None:

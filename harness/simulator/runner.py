@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from .. import interrupts
 from .profiles import Profile
 from .server import Simulator
 
@@ -164,10 +165,20 @@ class SimulatorProcess:
             self._log_fh = open(self.log_file, "a+b")
         else:
             self._log_fh = tempfile.TemporaryFile()
-        # the caller's cwd: relative --truth-log/--profile paths mean what the caller meant, not the package dir
-        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=self._log_fh, env=env, start_new_session=True)
-        line = self._read_line(self.startup_timeout)
+        cmd = self.command()
+        try:
+            # A signal (voiceload run's start-up handlers raise) must not end start() between the fork and
+            # storing the child's handle - the child would outlive us - nor inside the fork's at-fork hooks,
+            # where Python drops the exception: held, then raised by check() with the child in reach of stop().
+            with interrupts.held():
+                # the caller's cwd: relative --truth-log/--profile paths mean what the caller meant
+                self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                             stderr=self._log_fh, env=env, start_new_session=True)
+            interrupts.check()
+            line = self._read_line(self.startup_timeout)
+        except BaseException:  # interrupted while it starts: stop the child (its own session: no signal reaches it)
+            self.stop()
+            raise
         if line is None or not line.startswith(READY_PREFIX):
             self.stop(keep_log=True)
             tail = self._log_tail()
@@ -214,14 +225,15 @@ class SimulatorProcess:
         proc = self.proc
         if proc is None:
             return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        with interrupts.held():  # a signal must not leave the child half-stopped (bounded: 15 s at most)
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
         while True:
             line = self._read_line(0.2) if proc.stdout is not None else None
             if line is None:
