@@ -4,9 +4,9 @@ A user-space stamp taken after ``recv()`` returns carries the reader's schedulin
 with load (at 500 sessions the caller's p99 was 7-21 ms; the simulator's event loop lags the same
 way). The kernel stamps each segment on arrival, so both ends of a measurement use these when the
 socket is TCP: the caller's transport (gevent, ``recvmsg``) and the simulator (asyncio, whose
-selector transport reads through :class:`_StampingSocket`). Both keep them over TLS: the caller's TLS
-is sans-I/O (client/tlsio.py); the simulator's asyncio TLS layer decrypts each read of the TCP socket
-and hands the plaintext on in the same call, so the stamp of that read still applies.
+selector transport reads through :class:`_StampingSocket`). Both keep them over TLS, which each end
+drives sans-I/O over its own reads of the TCP socket (client/tlsio.py, simulator/tls.py): the
+plaintext a read completes is handed on in the same call, so the stamp of that read still applies.
 
 For TCP the stamp is that of the last segment the read consumed: an early message in a batched read
 is stamped up to the batch span late, never early, and never later than a user-space stamp.

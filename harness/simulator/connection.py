@@ -1,11 +1,13 @@
 """One simulator connection: websockets' ServerConnection with stamped reads and a fast path for data frames.
 
 Apart from server.py (which runs sessions on these connections) because it is the part that touches
-the socket: kernel receive stamps (plain TCP or asyncio's TLS over it) and the frame splitter.
+the socket: kernel receive stamps, TLS (decrypted in the same read, tls.py) and the frame splitter.
 """
 
 from __future__ import annotations
 
+import logging
+import ssl
 import time
 from typing import Any
 
@@ -16,8 +18,10 @@ from websockets.protocol import State
 from .. import kstamp
 from ..histogram import MsHistogram
 from .handshake import Handshake
+from .tls import TlsTransport
 from .wire import MESSAGE, FrameSplitter
 
+log = logging.getLogger("voiceload.simulator")
 MAX_MESSAGE = 16 * 1024 * 1024
 
 
@@ -27,11 +31,12 @@ class StampedConnection(ServerConnection):
     Bypassing websockets' receive queue (and one task wake-up per message) and, for plain data
     frames, its parser (wire.py) is what lets one core carry hundreds of sessions streaming 20 ms
     frames; it also stamps each message with the instant its bytes arrived. Control frames and
-    fragments still take websockets' normal path.
+    fragments still take websockets' normal path. With ``ssl_context`` (wss://) each read is
+    decrypted first and everything after that is the plain path (tls.py).
     """
 
     def __init__(self, *args: Any, kernel_stamps: bool = True, rx_delays: MsHistogram | None = None,
-                 **kwargs: Any) -> None:
+                 ssl_context: ssl.SSLContext | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._rx_mono = 0
         self._rx_wall = 0
@@ -44,15 +49,19 @@ class StampedConnection(ServerConnection):
         self.kernel_stamps = kernel_stamps  # receive stamps from SO_TIMESTAMPNS (plain TCP or TLS over it)
         self._stamp_fd = -1  # the TCP socket whose reads carry them
         self.rx_delays = rx_delays  # user-space stamp - kernel stamp, per read (the simulator's)
+        self._ssl_context = ssl_context
+        self._tls: TlsTransport | None = None
 
     def _keep_early(self, data: bytes, mono: int, wall: int) -> None:
         self.early.append((data, mono, wall))
 
     def connection_made(self, transport: Any) -> None:
-        super().connection_made(transport)
-        if self.kernel_stamps:
+        if self.kernel_stamps:  # the TCP transport's reads, TLS or not
             fd = kstamp.stamp_asyncio_reads(transport)
             self.kernel_stamps, self._stamp_fd = fd > 0, fd
+        if self._ssl_context is not None:
+            transport = self._tls = TlsTransport(transport, self._ssl_context)
+        super().connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
         mono, wall = time.monotonic_ns(), time.time_ns()
@@ -65,6 +74,21 @@ class StampedConnection(ServerConnection):
                 self.rx_delays.add(delay / 1e6)
             mono, wall = mono - delay, k
         self._rx_mono, self._rx_wall = mono, wall
+        tls = self._tls
+        if tls is not None:
+            try:
+                plain = tls.decrypt(data)
+            except ssl.SSLError as exc:  # a failed handshake or a bad record: nothing more to trust
+                log.info("TLS error from %s: %s", tls.get_extra_info("peername"), exc)
+                tls.abort()
+                return
+            if plain is None:  # close_notify: the end of the stream, as a TCP EOF is for ws://
+                self.eof_received()
+                tls.close()
+                return
+            if not plain:
+                return
+            data = plain
         splitter = self._splitter
         if splitter is None:
             # Fast path from the first bytes after the upgrade (websockets' reader holds none yet).

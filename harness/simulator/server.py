@@ -144,7 +144,7 @@ class Simulator:
                  fixtures_dir: str = "audio_fixtures", replies: list[Any] | None = None,
                  kernel_stamps: bool = True, ssl_context: Any = None,
                  extra_fixture_dirs: tuple[str, ...] = ()) -> None:
-        self.ssl_context = ssl_context  # serve wss:// (harness/tlsconf.py); kernel stamps work over it too
+        self.ssl_context = ssl_context  # serve wss:// (harness/tlsconf.py), sans-I/O in each connection (tls.py)
         self.profile = load_profile(profile, overrides)
         self.seed = self.profile.seed if seed is None else int(seed)
         self.host, self.port = host, port
@@ -187,8 +187,9 @@ class Simulator:
                                    select_subprotocol=_select_subprotocol, compression=None, max_size=MAX_MESSAGE,
                                    max_queue=None, ping_interval=None,
                                    create_connection=functools.partial(  # type: ignore[arg-type]
-                                       StampedConnection, kernel_stamps=self.kernel_stamps, rx_delays=self.rx_delays),
-                                   open_timeout=30, close_timeout=5, ssl=self.ssl_context)
+                                       StampedConnection, kernel_stamps=self.kernel_stamps, rx_delays=self.rx_delays,
+                                       ssl_context=self.ssl_context),  # TLS in the connection (tls.py)
+                                   open_timeout=30, close_timeout=5)
         self.port = self._server.sockets[0].getsockname()[1]
         self.started_at = time.monotonic()
         self._lag_task = asyncio.create_task(self._lag_monitor())
