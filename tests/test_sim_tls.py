@@ -334,3 +334,68 @@ def test_close_handshake_ends_with_close_notify(sim, pki):
     finally:
         s.close()
     assert wait_until(lambda: sim.simulator.sessions_active == 0)
+
+
+@pytest.mark.serial  # the control turn needs a simulator that keeps up (its appends read one by one)
+def test_a_speech_end_read_late_with_later_audio_is_flagged_and_left_out_of_the_comparison(pki, tmp_path):
+    """Turn 1: the simulator's loop is held for 150 ms around the speech end while the client keeps
+    streaming in real time, so those appends reach it in one read and its stamp (the read's last
+    segment) is late: the truth says so (speech_end_recv_shared) and accuracy.compare leaves the turn
+    out rather than call it a harness error. Turn 2, not held: exact (within loopback), compared."""
+    from harness import audio, fixtures
+    from harness.accuracy import compare, inexact_truth
+    from harness.protocol import events as ev
+    from harness.simulator.truth import read_truth
+
+    truth_path = tmp_path / "truth.jsonl"
+    fmt = audio.input_format()
+    fs = fixtures.frames("cs_order_status", fmt, 20)
+    quiet = fixtures.silence_frames(fmt, 20, count=50)
+    with start_simulator("ideal", truth_log=str(truth_path), ssl_context=server_context(pki.cert, pki.key)) as s:
+        c = BioClient(_port(s.url), pki.ca)
+        try:
+            c.handshake()
+            c.upgrade(s.url)
+            assert c.next_event()["type"] == "session.created"
+            c.sock.sendall(c.records(event("session.update", session={"turn_detection": {
+                "type": "server_vad", "silence_duration_ms": 400}})))
+            assert c.next_event()["type"] == "session.updated"
+            sent: list[tuple[float, int]] = []  # (buffer end ms, monotonic ns sent)
+            position, t0 = 0.0, time.monotonic()
+            for turn in (0, 1):
+                start, hold = position, turn == 0
+                for frame in fs.frames + quiet:
+                    if hold and position - start >= fs.speech_end_ms - 60:
+                        s.loop.call_soon_threadsafe(time.sleep, 0.15)  # the simulator falls behind
+                        hold = False
+                    c.sock.sendall(c.records(ws_frame(ev.append_message(frame))))
+                    position += 20
+                    sent.append((position, time.monotonic_ns()))
+                    delay = t0 + position / 1000 - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+            responses: list[str] = []
+            while len(responses) < 2:
+                e = c.next_event()
+                if e["type"] == "response.audio.delta" and e["response_id"] not in responses:
+                    responses.append(e["response_id"])
+        finally:
+            c.close()
+        assert wait_until(lambda: len(read_truth(truth_path)) >= 2)
+    truth = {t["response_id"]: t for t in read_truth(truth_path)}
+
+    def sent_at(ms: float) -> int:
+        end, at = next((e, a) for e, a in sent if e + 1e-6 >= ms)
+        return at - int((end - ms) * 1e6)
+
+    late = {rid: (truth[rid]["speech_end_recv_mono_ns"] - sent_at(truth[rid]["speech_end_audio_ms"])) / 1e6
+            for rid in responses}
+    held, control = responses
+    assert truth[held]["speech_end_recv_shared"] and late[held] >= 40, (late, truth[held])
+    assert not truth[control]["speech_end_recv_shared"] and abs(late[control]) < 10, (late, truth[control])
+    # as a stopwatch that is exact would record them (this client reads events only after streaming)
+    recs = [{"response_id": rid, "speech_end_audio_ms": truth[rid]["speech_end_audio_ms"],
+             "first_audio_ms": truth[rid]["first_audio_ms_truth"] + late[rid]} for rid in responses]
+    cmp = compare(recs, list(truth.values()))
+    assert [c.response_id for c in cmp] == [control] and inexact_truth(recs, list(truth.values())) == 1
+    assert cmp[0].error_ms == pytest.approx(late[control], abs=1e-6)  # loopback: what a harness would see
