@@ -21,10 +21,22 @@ EPILOG = "exit codes (every command; Locust uses the same):\n" + "\n".join(
 
 def main(argv: list[str] | None = None) -> int:
     args_in = sys.argv[1:] if argv is None else list(argv)
-    if args_in[:1] == ["run"]:  # before the parser's imports: a signal from here on exits 3 (harness/interrupts.py)
-        from .interrupts import install
+    try:
+        if args_in[:1] == ["run"]:  # before the parser's imports: a signal from here on exits 3 (harness/interrupts.py)
+            from .interrupts import install
 
-        install()
+            install()
+        return _command(args_in)
+    except KeyboardInterrupt as exc:  # run: before the run directory exists (run_scenario reports the later ones)
+        name = getattr(exc, "signal", "SIGINT")
+        if args_in[:1] == ["run"]:  # the console still ends with the verdict line a CI job reads; no report
+            print(f"VERDICT: INCOMPLETE — interrupted by {name} before the run started", flush=True)
+        else:
+            print(f"interrupted by {name}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+
+
+def _command(args_in: list[str]) -> int:
     if args_in[:1] == ["simulate"]:  # argparse.REMAINDER in a subparser refuses leading --flags
         from .simulator.__main__ import main as simulate
 
@@ -34,11 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:  # before the runner's own handler is installed, or after it
-        print("interrupted", file=sys.stderr)
-        return EXIT_INCOMPLETE
+    return int(args.func(args) or 0)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,14 +1,19 @@
 """SIGINT/SIGTERM while ``voiceload run`` starts: never lost, never a hang, always exit 3.
 
-Until the runner installs its own (gevent) handlers, a Python handler raises :class:`Interrupted` so
-a blocking start-up step (the simulator's "listening" line, a speech request) ends at once. Python
-drops an exception raised where it cannot propagate - an at-fork hook (the simulator's fork), a
-``__del__``, a weakref callback print "Exception ignored in" - and a run whose signal was dropped so
-ran its full duration. So the signal is also *recorded*: ``check()`` at each start-up step raises it
-again, the runner stops at once when it finds one after installing its own handlers, and ``held()``
-keeps the raise out of steps that must not stop half-way (spawning the simulator: its handle must be
-stored before anything can end start-up; creating the run directory); the caller ``check()``\s after.
-Only the first signal raises: a second one must not break the cleanup and report the first one started.
+The handler never raises where the signal lands. A KeyboardInterrupt raised at an arbitrary bytecode
+is dropped inside an at-fork hook, a ``__del__`` or a weakref callback ("Exception ignored in": the
+CI run whose SIGTERM landed in the simulator's fork went on for its whole 60 s), and turned into an
+ImportError inside an extension module's import (exit 1 with a traceback). Instead the first signal
+is recorded, and :class:`Interrupted` is raised
+
+- by ``check()`` at each start-up step (the CPU-bound steps, imports included, simply finish);
+- into the main greenlet at its current or next cooperative wait once gevent is in place
+  (``interrupt_waits``): the simulator's "listening" line, a speech or token request;
+- by the runner, which stops at once when it finds a signal recorded before its own handlers.
+
+``held()`` keeps the raise out of steps that must not stop half-way (the simulator's fork until its
+handle is stored, the run directory until run.json is saved); ``check()`` after them raises it. At most
+one Interrupted is delivered: a second signal cannot break the cleanup and the report the first started.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import signal
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -34,25 +39,40 @@ class RunSignals:
 
     def __init__(self) -> None:
         self.received: dict[str, str] | None = None  # {"signal": "SIGTERM", "at": ISO time}: the first one
-        self.raising = True  # start-up: the first signal raises; after hand_over() signals are only recorded
+        self.raising = True  # start-up; after hand_over() signals are only recorded
         self._held = 0
+        self._delivered = False
+        self._wake: Callable[[], None] | None = None  # schedules _deliver in the gevent hub
 
     def install(self) -> "RunSignals":
         for sig in SIGNALS:
             signal.signal(sig, self._on_signal)
         return self
 
+    def interrupt_waits(self) -> None:
+        """After gevent's monkey-patching, from the main greenlet: a signal also ends its cooperative wait."""
+        import gevent
+
+        hub, main = gevent.get_hub(), gevent.getcurrent()
+        self._wake = lambda: hub.loop.run_callback_threadsafe(self._deliver, main)
+
     def _on_signal(self, signum: int, _frame: Any) -> None:
         if self.received is not None:
             return
         self.received = {"signal": signal.Signals(signum).name,
                          "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-        if self.raising and not self._held:
-            raise Interrupted(self.received["signal"])
+        if self._wake is not None:
+            self._wake()
+
+    def _deliver(self, main: Any) -> None:  # in the hub, while the main greenlet waits
+        if self.raising and not self._held and not self._delivered and not main.dead:
+            self._delivered = True
+            main.throw(Interrupted(self.received["signal"]))
 
     def check(self) -> None:
-        """Raise the recorded signal (start-up only): its first raise may have been dropped."""
+        """Raise the recorded signal (start-up only), once more if a delivered one was swallowed."""
         if self.received is not None and self.raising:
+            self._delivered = True
             raise Interrupted(self.received["signal"])
 
     @contextlib.contextmanager

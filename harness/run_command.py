@@ -23,10 +23,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gevent import monkey
 
     monkey.patch_all()
-    import gevent
-
-    hub = gevent.get_hub()  # a signal raised while the hub waits reaches the main greenlet: no traceback
-    hub.NOT_ERROR = (*hub.NOT_ERROR, interrupts.Interrupted)
+    signals.interrupt_waits()
     signals.check()
     from .scenario import ScenarioError, load_scenario
 

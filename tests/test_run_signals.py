@@ -59,9 +59,28 @@ def test_a_signal_while_the_simulator_is_spawned_ends_the_run_incomplete_with_no
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
 
 
+def test_a_signal_while_the_simulator_starts_ends_the_wait_for_it(tmp_path):
+    # The child signals us and then never listens: without the wait ending at the signal, start-up would
+    # time out after 15 s ("simulator did not start", exit 2), not end interrupted.
+    proc, out = run_signalled(tmp_path, "SIGTERM@child")
+    assert proc.returncode == EXIT_INCOMPLETE, proc.stderr
+    assert simulators_of(tmp_path) == []
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "interrupted" and meta["interrupted"]["signal"] == "SIGTERM", meta
+    assert "Traceback" not in proc.stderr, proc.stderr
+
+
 def test_a_signal_while_the_report_is_written_does_not_kill_the_process(tmp_path):
     proc, out = run_signalled(tmp_path, "SIGTERM@write:turns.csv", "--sessions-per-user", "1")
     assert proc.returncode == EXIT_OK, (proc.returncode, proc.stderr)  # the load had finished: its verdict stands
     assert last_line(proc.stdout).startswith("VERDICT: PASS"), proc.stdout
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
     assert (out / "report.html").is_file() and (out / "turns.csv").is_file()
+
+
+@pytest.mark.parametrize("step", ["import:harness.tts.render", "open:s.yaml"])  # the parser built; the scenario read
+def test_a_signal_before_the_run_directory_exists_still_ends_with_the_verdict_line(tmp_path, step):
+    proc, out = run_signalled(tmp_path, f"SIGTERM@{step}")
+    assert proc.returncode == EXIT_INCOMPLETE, proc.stderr
+    assert last_line(proc.stdout) == "VERDICT: INCOMPLETE — interrupted by SIGTERM before the run started", proc.stdout
+    assert not out.exists() and "Traceback" not in proc.stderr, proc.stderr
