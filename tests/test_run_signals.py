@@ -25,7 +25,8 @@ LOST_SIGNAL_BOUND_S = 30  # the scenario runs 60 s: a lost signal cannot end the
 
 def run_signalled(tmp_path: Path, spec: str, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp_path / "run"
-    env = dict(os.environ, PYTHONPATH=str(HOOKS), VOICELOAD_TEST_SIGNAL=spec)
+    env = dict(os.environ, VOICELOAD_TEST_SIGNAL=spec,
+               PYTHONPATH=os.pathsep.join(filter(None, [str(HOOKS), os.environ.get("PYTHONPATH")])))
     try:
         proc = subprocess.run([VOICELOAD, "run", str(scenario(tmp_path)), "--out", str(out), "--quiet", *args],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=LOST_SIGNAL_BOUND_S)

@@ -167,9 +167,9 @@ class SimulatorProcess:
             self._log_fh = tempfile.TemporaryFile()
         cmd = self.command()
         try:
-            # A signal (voiceload run's start-up handlers raise) must not end start() between the fork and
-            # storing the child's handle - the child would outlive us - nor inside the fork's at-fork hooks,
-            # where Python drops the exception: held, then raised by check() with the child in reach of stop().
+            # voiceload run's start-up signal (harness/interrupts.py) must not end start() between the fork
+            # and storing the child's handle (gevent's Popen waits for the exec cooperatively): the child
+            # would outlive us. Held, then raised by check() with the child in reach of stop().
             with interrupts.held():
                 # the caller's cwd: relative --truth-log/--profile paths mean what the caller meant
                 self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
