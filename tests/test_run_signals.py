@@ -5,6 +5,7 @@ steps are the ones where a signal used to be lost or fatal: inside the at-fork h
 simulator's spawn (Python dropped the KeyboardInterrupt there, and the run went on for its whole
 duration: the CI hang of test_a_signal_while_the_run_starts...), and after the runner's gevent handlers
 were cancelled (libev put SIGTERM back to SIG_DFL: the process died while writing its report).
+The simulator-start case is checked for Locust too (its child used to be left running).
 """
 
 from __future__ import annotations
@@ -18,18 +19,21 @@ import pytest
 
 from harness.exitcodes import EXIT_INCOMPLETE, EXIT_OK
 from test_cli_contract import ROOT, VOICELOAD, last_line, scenario
+from test_locust import LOCUST
 
 HOOKS = Path(__file__).resolve().parent / "hooks"
 LOST_SIGNAL_BOUND_S = 30  # the scenario runs 60 s: a lost signal cannot end the run within this bound
 
 
-def run_signalled(tmp_path: Path, spec: str, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
+def run_signalled(tmp_path: Path, spec: str, *args: str, command: list[str] | None = None,
+                  ) -> tuple[subprocess.CompletedProcess, Path]:
+    """``voiceload run`` (or ``command``) on the 60 s scenario, signalled at the step ``spec`` names."""
     out = tmp_path / "run"
     env = dict(os.environ, VOICELOAD_TEST_SIGNAL=spec,
                PYTHONPATH=os.pathsep.join(filter(None, [str(HOOKS), os.environ.get("PYTHONPATH")])))
+    cmd = command or [VOICELOAD, "run", str(scenario(tmp_path)), "--out", str(out), "--quiet", *args]
     try:
-        proc = subprocess.run([VOICELOAD, "run", str(scenario(tmp_path)), "--out", str(out), "--quiet", *args],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=LOST_SIGNAL_BOUND_S)
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=LOST_SIGNAL_BOUND_S)
     except subprocess.TimeoutExpired as exc:
         raise AssertionError(f"{spec}: the signal was lost, the run went on: {exc.stderr!r}") from None
     return proc, out
@@ -69,6 +73,18 @@ def test_a_signal_while_the_simulator_starts_ends_the_wait_for_it(tmp_path):
     meta = json.loads((out / "run.json").read_text())
     assert meta["status"] == "interrupted" and meta["interrupted"]["signal"] == "SIGTERM", meta
     assert "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_locust_signalled_while_its_simulator_starts_ends_incomplete_and_stops_it(tmp_path):
+    # Locust's own gevent handlers end the test; the user waiting for the listening line is killed at
+    # stop_timeout, and SimulatorProcess.start stops its child on the way out (it was left running).
+    out = tmp_path / "run"
+    proc, _ = run_signalled(tmp_path, "SIGTERM@child", command=[
+        *LOCUST, "--headless", "--scenario", str(scenario(tmp_path)), "--voiceload-out", str(out), "-u", "1",
+        "-t", "60s", "--stop-timeout", "2", "--only-summary"])
+    assert proc.returncode == EXIT_INCOMPLETE, proc.stderr[-3000:]
+    assert simulators_of(tmp_path) == []
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
 
 
 def test_a_signal_while_the_report_is_written_does_not_kill_the_process(tmp_path):
