@@ -17,3 +17,13 @@ MEANING = {
     EXIT_USAGE: "usage or input error",
     EXIT_INCOMPLETE: "run incomplete (interrupted, aborted or overloaded)",
 }
+
+#: Which code a process that ran several tests (the Locust web UI) exits with: the worst one. Records
+#: lost or a bad input outranks a run that could not be judged, which outranks a breach.
+_SEVERITY = {EXIT_OK: 0, EXIT_BREACH: 1, EXIT_INCOMPLETE: 2, EXIT_USAGE: 3}
+
+
+def worst(*codes: int | None) -> int | None:
+    """The most severe of ``codes`` (None where no test finished): one failed test is never hidden by a later pass."""
+    known = [c for c in codes if c is not None]
+    return max(known, key=lambda c: _SEVERITY.get(c, 3)) if known else None

@@ -33,7 +33,7 @@ class Node:
         self.tests = 0
         self.first_output = None  # made at init: a bad --voiceload-out is refused (exit 2) before any load
         self.run_time: float | None = None  # headless: -t, run by our shape (so a stop can collect records)
-        self.exit_code: int | None = None  # the last finished test's verdict
+        self.exit_code: int | None = None  # the worst finished test's verdict (exitcodes.worst)
         self.link = None  # worker: how its users get connection budget and arrivals from the master
         self.estimate = None  # plan.ScenarioPlan printed at start (master / local)
         self.interrupted: str | None = None  # the signal that ended a headless run early

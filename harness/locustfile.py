@@ -30,7 +30,7 @@ from locust.runners import MasterRunner, WorkerRunner  # noqa: E402
 
 from harness import locust_setup  # noqa: E402,F401  (registers voiceload's options and the init listener)
 from harness.client.gcmode import realtime_gc  # noqa: E402
-from harness.exitcodes import EXIT_INCOMPLETE, MEANING  # noqa: E402
+from harness.exitcodes import EXIT_INCOMPLETE, MEANING, worst  # noqa: E402
 from harness.locust_node import NODE, begin, current  # noqa: E402
 from harness.locust_run import LocustRun  # noqa: E402
 from harness.locust_ui import write_final_csv  # noqa: E402
@@ -93,8 +93,11 @@ def _end(environment, run: LocustRun, interrupted: str | None = None, collect: b
         meta["workers"] = {"seen": sorted(run.workers_seen), "missing": gone}
     code = run.finish(interrupted=interrupted, junit=environment.parsed_options.voiceload_junit or None,
                       meta=meta)
-    NODE.exit_code = code
+    NODE.exit_code = worst(NODE.exit_code, code)  # the process exits with its worst test's code
     log.info("voiceload: test %d finished with exit code %d (%s)", NODE.tests, code, MEANING[code])
+    if NODE.tests > 1 and NODE.exit_code != code:
+        log.info("voiceload: the process will exit %d (%s): the worst of its %d tests", NODE.exit_code,
+                 MEANING[NODE.exit_code], NODE.tests)
 
 
 @events.quitting.add_listener
