@@ -216,7 +216,8 @@ def test_many_clients_with_partial_records_interleaved_across_connections(sim, p
 
 def test_records_in_one_segment_and_one_record_over_many_delayed_segments(sim, pki):
     """Two messages' records in one TCP segment are both decrypted on that read (nothing waits for
-    the next read); a 20 KB message (two records) sent 97 bytes at a time, 2 ms apart, arrives whole."""
+    the next read); a 20 KB message (two records) sent 97 bytes at a time, 2 ms apart, arrives whole,
+    and so does a 200 KB one sent at once."""
     c = BioClient(_port(sim.url), pki.ca)
     try:
         c.handshake()
@@ -232,6 +233,9 @@ def test_records_in_one_segment_and_one_record_over_many_delayed_segments(sim, p
             c.sock.sendall(wire[p:p + 97])
             time.sleep(0.002)
         assert c.next_event()["session"]["instructions"] == text
+        big = text * 10  # 200 KB in one write: more than one read of the TCP socket (kstamp.READ_CAP)
+        c.sock.sendall(c.records(event("session.update", session={"instructions": big})))
+        assert c.next_event()["session"]["instructions"] == big
     finally:
         c.close()
 
