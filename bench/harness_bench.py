@@ -37,14 +37,15 @@ def split_error(turns: list[dict], truth: list[dict], clock: str, wall_minus_mon
     process's receive scheduling: the harness's own share). upstream: harness speech-end send ->
     simulator receive stamp, shifted like accuracy.compare (loopback + the simulator's lag).
     """
+    from harness.accuracy import comparable
+
     sfx = "_mono_ns" if clock == "mono" else "_wall_ns"
     by = {t["response_id"]: t for t in truth if t.get("response_id") and t.get("first_audio_sent" + sfx)
           and t.get("speech_end_recv" + sfx) and t.get("speech_end_audio_ms") is not None}
     down, up = [], []
     for rec in turns:
         t = by.get(rec.get("response_id"))
-        if t is None or rec.get("first_audio_ms") is None or rec.get("speech_end_audio_ms") is None or \
-                t.get("speech_end_recv_shared"):  # the turns accuracy.compare leaves out (no exact truth)
+        if not comparable(rec, t):  # the turns accuracy.compare judges, no others
             continue
         end_ns = rec["t_speech_end"] * 1e9 - wall_minus_mono_ns
         down.append((end_ns + rec["first_audio_ms"] * 1e6 - t["first_audio_sent" + sfx]) / 1e6)

@@ -40,15 +40,20 @@ def compare(turns: Iterable[dict[str, Any]], truth: Iterable[dict[str, Any]]) ->
     out: list[Comparison] = []
     for rec in turns:
         t = by_response.get(rec.get("response_id"))
-        if t is None or rec.get("first_audio_ms") is None or rec.get("speech_end_audio_ms") is None:
-            continue
-        if t.get("speech_end_recv_mono_ns") is None or t.get("speech_end_audio_ms") is None or \
-                t.get("speech_end_recv_shared"):
+        if not comparable(rec, t):
             continue
         raw = (t["first_audio_sent_mono_ns"] - t["speech_end_recv_mono_ns"]) / 1e6
         shift = rec["speech_end_audio_ms"] - t["speech_end_audio_ms"]
         out.append(Comparison(rec["response_id"], rec["first_audio_ms"], raw - shift))
     return out
+
+
+def comparable(rec: dict[str, Any], t: dict[str, Any] | None) -> bool:
+    """The rule :func:`compare` (and the bench's error split) judge a turn by: both ends measured its
+    speech end and first audio, and the truth's speech-end stamp is exact (not a shared read)."""
+    return (t is not None and rec.get("first_audio_ms") is not None and rec.get("speech_end_audio_ms") is not None
+            and t.get("speech_end_recv_mono_ns") is not None and t.get("speech_end_audio_ms") is not None
+            and not t.get("speech_end_recv_shared"))
 
 
 def inexact_truth(turns: Iterable[dict[str, Any]], truth: Iterable[dict[str, Any]]) -> int:
