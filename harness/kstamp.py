@@ -80,16 +80,14 @@ class _StampingSocket(socket.socket):
 
 
 def stamp_asyncio_reads(transport: object) -> int:
-    """Make an asyncio TCP transport (plain, or asyncio's TLS over TCP) keep kernel stamps for
-    :func:`take_read_stamp`; returns the TCP socket's descriptor to pass to it, or 0.
+    """Make an asyncio TCP transport keep kernel stamps for :func:`take_read_stamp`; returns the TCP
+    socket's descriptor to pass to it, or 0. (The simulator's TLS decrypts on top of this plain
+    transport, simulator/tls.py, so it is always the TCP transport that is stamped.)
 
-    Relies on private details (``transport._sock`` is the socket a selector transport reads; a TLS
-    transport's ``_ssl_protocol._transport`` is the TCP transport under it); anything unexpected
-    (another transport class, a socket subclass) leaves the transport untouched and returns 0.
+    Relies on a private detail (``transport._sock`` is the socket a selector transport reads); anything
+    unexpected (another transport class, asyncio's own TLS transport, a socket subclass) leaves the
+    transport untouched and returns 0.
     """
-    ssl_protocol = getattr(transport, "_ssl_protocol", None)
-    if ssl_protocol is not None:  # asyncio's TLS: decrypted data is delivered within the TCP read's call
-        transport = getattr(ssl_protocol, "_transport", None)
     sock = getattr(transport, "_sock", None)
     get_extra = getattr(transport, "get_extra_info", None)
     if type(sock) is not socket.socket or get_extra is None or get_extra("sslcontext") is not None:
